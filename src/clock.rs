@@ -1,0 +1,103 @@
+//! Where the verifier and the signer read the time: the system clock, or a clock a test moves.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A source of the current Unix time, in seconds.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch (negative before it).
+    fn now_unix(&self) -> i64;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> i64 {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+        }
+    }
+}
+
+/// A clock that stands still until told to move; clones share one time. For tests.
+///
+/// ```
+/// use armor_psk::clock::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(1_528_140_529);
+/// let seen_by_layer = clock.clone();
+/// clock.advance(301);
+/// assert_eq!(seen_by_layer.now_unix(), 1_528_140_830);
+/// ```
+#[derive(Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock showing `unix_seconds`.
+    pub fn new(unix_seconds: i64) -> Self {
+        ManualClock(Arc::new(AtomicI64::new(unix_seconds)))
+    }
+
+    /// Sets the time.
+    pub fn set(&self, unix_seconds: i64) {
+        self.0.store(unix_seconds, Ordering::SeqCst);
+    }
+
+    /// Moves the time by `seconds` (backwards when negative).
+    pub fn advance(&self, seconds: i64) {
+        self.0.fetch_add(seconds, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ManualClock").field(&self.now_unix()).finish()
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now_unix(&self) -> i64 {
+        (**self).now_unix()
+    }
+}
+
+/// `Tue, 07 Jun 2011 20:51:35 GMT`: the IMF-fixdate form of HTTP's `Date` header.
+pub(crate) fn http_date(unix_seconds: i64) -> Option<String> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::OffsetDateTime::from_unix_timestamp(unix_seconds)
+        .ok()?
+        .format(&format)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_imf_fixdate() {
+        assert_eq!(
+            http_date(1_307_479_895).as_deref(),
+            Some("Tue, 07 Jun 2011 20:51:35 GMT")
+        );
+        assert_eq!(http_date(i64::MAX), None);
+    }
+
+    #[test]
+    fn system_clock_is_after_2020() {
+        assert!(SystemClock.now_unix() > 1_577_836_800);
+    }
+}

@@ -1,0 +1,290 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{KeyStore, KeyStoreError, Secret};
+use crate::psk::MAX_KEY_ID_LEN;
+
+/// Keys read from a TOML file, swapped atomically by [`FileKeyStore::reload`].
+///
+/// ```toml
+/// [[keys]]
+/// id = "20a37099-4a0b-432f-bf46-5fa690a0405c"
+/// secret = "the secret exactly as the portal showed it"
+/// name = "billing service"      # optional, for people and logs
+///
+/// [[keys]]
+/// id = "0c3f0a1e-9d35-4c1e-8f2b-5b8e3f6c2d11"
+/// secret = "..."
+/// disabled = true               # optional: the key is refused as unknown
+/// ```
+///
+/// Other top-level tables are ignored, so the file can carry settings of other tools; inside a
+/// `[[keys]]` table an unknown field is an error (a misspelt `disabled` must not pass unnoticed).
+/// Key ids must be unique, 1 to 256 visible ASCII characters without `:`; secrets must not be
+/// empty.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), armor_psk::key_store::FileKeyStoreError> {
+/// use armor_psk::key_store::FileKeyStore;
+///
+/// let store = FileKeyStore::open("keys.toml")?;
+/// // later, e.g. on SIGHUP: a broken file keeps the old keys and returns the error.
+/// store.reload()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct FileKeyStore {
+    path: Arc<PathBuf>,
+    keys: Arc<RwLock<Arc<KeySet>>>,
+}
+
+type KeySet = HashMap<String, Secret>;
+
+/// Why a keys file could not be loaded. The message names the file and the fault, never a
+/// secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileKeyStoreError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the keys file: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where (line and column).
+        message: String,
+    },
+    /// The file parses, but a key in it is not acceptable.
+    #[error("{path}: key #{index}: {message}")]
+    InvalidKey {
+        /// The file.
+        path: PathBuf,
+        /// The position of the `[[keys]]` table, from 1.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct KeysFile {
+    #[serde(default)]
+    keys: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    id: String,
+    secret: String,
+    #[serde(default)]
+    #[allow(dead_code)] // read for validation of the shape; shown by tools, not used here
+    name: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+impl FileKeyStore {
+    /// Reads `path`. Fails if the file is missing or malformed.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, FileKeyStoreError> {
+        let path = path.into();
+        let keys = load(&path)?;
+        Ok(FileKeyStore {
+            path: Arc::new(path),
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+        })
+    }
+
+    /// Reads the file again and swaps in its keys all at once, so a request sees either the
+    /// old set or the new one. On error the old set stays in place and the error is returned.
+    /// Returns the number of active keys now loaded.
+    pub fn reload(&self) -> Result<usize, FileKeyStoreError> {
+        let keys = Arc::new(load(&self.path)?);
+        let count = keys.len();
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        Ok(count)
+    }
+
+    /// The file this store reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many active (not disabled) keys are loaded.
+    pub fn len(&self) -> usize {
+        self.current().len()
+    }
+
+    /// Whether no active key is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.current().is_empty()
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl fmt::Debug for FileKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileKeyStore")
+            .field("path", &self.path)
+            .field("active_keys", &self.len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl KeyStore for FileKeyStore {
+    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(keys.get(key_id).cloned())
+    }
+}
+
+fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileKeyStoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Zeroed on drop: the text holds every secret.
+    let text = zeroize::Zeroizing::new(text);
+    let file: KeysFile = toml::from_str(&text).map_err(|error| FileKeyStoreError::Syntax {
+        path: path.to_owned(),
+        message: describe_toml_error(&text, &error),
+    })?;
+    let mut keys = KeySet::with_capacity(file.keys.len());
+    let mut seen = std::collections::HashSet::new();
+    for (position, entry) in file.keys.into_iter().enumerate() {
+        let invalid = |message: &str| FileKeyStoreError::InvalidKey {
+            path: path.to_owned(),
+            index: position + 1,
+            message: message.to_owned(),
+        };
+        let id_ok = !entry.id.is_empty()
+            && entry.id.len() <= MAX_KEY_ID_LEN
+            && entry.id.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+        if !id_ok {
+            return Err(invalid(
+                "the id must be 1 to 256 visible ASCII characters without ':'",
+            ));
+        }
+        if entry.secret.is_empty() {
+            return Err(invalid("the secret is empty"));
+        }
+        if !seen.insert(entry.id.clone()) {
+            return Err(invalid(&format!("the id {:?} appears more than once", entry.id)));
+        }
+        let secret = Secret::new(entry.secret.into_bytes());
+        if !entry.disabled {
+            keys.insert(entry.id, secret);
+        }
+    }
+    Ok(keys)
+}
+
+/// The parser's message with its position, but without the quoted source line (which may be
+/// the line holding a secret).
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", error.message())
+        }
+        None => error.message().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(file: &mut tempfile::NamedTempFile, text: &str) {
+        file.as_file_mut().set_len(0).unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file.flush().unwrap();
+    }
+
+    const TWO_KEYS: &str = r#"
+        [[keys]]
+        id = "key-1"
+        secret = "secret-one"
+        name = "first"
+
+        [[keys]]
+        id = "key-2"
+        secret = "secret-two"
+        disabled = true
+
+        [[users]]
+        username = "ignored by the key store"
+    "#;
+
+    #[tokio::test]
+    async fn loads_active_keys_and_skips_disabled_ones() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write(&mut file, TWO_KEYS);
+        let store = FileKeyStore::open(file.path()).unwrap();
+        assert_eq!(store.lookup("key-1").await.unwrap(), Some(Secret::from("secret-one")));
+        assert_eq!(store.lookup("key-2").await.unwrap(), None);
+        assert_eq!(store.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn reload_swaps_and_a_broken_file_keeps_the_old_keys() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write(&mut file, TWO_KEYS);
+        let store = FileKeyStore::open(file.path()).unwrap();
+
+        write(&mut file, "[[keys]]\nid = \"key-3\"\nsecret = \"s3\"\n");
+        assert_eq!(store.reload().unwrap(), 1);
+        assert!(store.lookup("key-1").await.unwrap().is_none());
+        assert!(store.lookup("key-3").await.unwrap().is_some());
+
+        write(&mut file, "[[keys]]\nid = \"key-4\"\nsecret = \"top secret value\n");
+        let error = store.reload().unwrap_err();
+        assert!(matches!(error, FileKeyStoreError::Syntax { .. }), "{error}");
+        assert!(!error.to_string().contains("top secret value"), "{error}");
+        assert!(store.lookup("key-3").await.unwrap().is_some());
+    }
+
+    #[test]
+    fn invalid_files_are_refused_with_a_reason() {
+        let cases = [
+            ("[[keys]]\nid = \"a\"\n", "secret"),
+            ("[[keys]]\nid = \"a\"\nsecret = \"\"\n", "secret is empty"),
+            ("[[keys]]\nid = \"a:b\"\nsecret = \"s\"\n", "visible ASCII"),
+            ("[[keys]]\nid = \"\"\nsecret = \"s\"\n", "visible ASCII"),
+            ("[[keys]]\nid = \"a\"\nsecret = \"s\"\ndisable = true\n", "disable"),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"s\"\n[[keys]]\nid = \"a\"\nsecret = \"t\"\n",
+                "more than once",
+            ),
+            ("keys = 5", "invalid type"),
+        ];
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for (text, expected) in cases {
+            write(&mut file, text);
+            let error = FileKeyStore::open(file.path()).unwrap_err().to_string();
+            assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(error.contains(&file.path().display().to_string()), "{error}");
+        }
+        let missing = FileKeyStore::open("/nonexistent/keys.toml").unwrap_err();
+        assert!(matches!(missing, FileKeyStoreError::Io { .. }));
+    }
+}

@@ -1,0 +1,74 @@
+//! Where secrets come from: the [`KeyStore`] trait and the stores that ship with the crate.
+//!
+//! - [`MemoryKeyStore`]: a fixed set, built in code (tests, embedded use).
+//! - [`FileKeyStore`]: a TOML file, reloaded atomically on demand.
+//!
+//! Any other source (a database, a secrets manager) implements [`KeyStore`]:
+//!
+//! ```
+//! use armor_psk::key_store::{KeyStore, KeyStoreError};
+//! use armor_psk::Secret;
+//!
+//! struct FromEnv;
+//!
+//! #[armor_psk::async_trait]
+//! impl KeyStore for FromEnv {
+//!     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+//!         let name = format!("ARMOR_SECRET_{}", key_id.replace('-', "_"));
+//!         Ok(std::env::var(name).ok().map(Secret::from))
+//!     }
+//! }
+//! ```
+
+mod file;
+mod memory;
+mod secret;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use file::{FileKeyStore, FileKeyStoreError};
+pub use memory::{MemoryKeyStore, MemoryKeyStoreBuilder};
+pub use secret::Secret;
+
+/// Looks up the secret of an API key by its id.
+///
+/// `Ok(None)` means the key is unknown (or revoked or disabled): the request gets 401
+/// `unknown_key`. `Err` means the store could not answer: the request gets 503
+/// `key_store_unavailable`, and the error is logged (it must not hold a secret).
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The secret of `key_id`, or `None` when there is no such active key.
+    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError>;
+}
+
+/// A key store could not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("key store unavailable: {source}")]
+pub struct KeyStoreError {
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl KeyStoreError {
+    /// Wraps the store's own error, which is logged but never sent to the client.
+    pub fn new(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        KeyStoreError {
+            source: source.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
+    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+        (**self).lookup(key_id).await
+    }
+}
+
+#[async_trait]
+impl KeyStore for Box<dyn KeyStore> {
+    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+        (**self).lookup(key_id).await
+    }
+}

@@ -1,0 +1,374 @@
+//! The `Authorization: ARMOR-PSK {keyId}:{signature}:{nonce}:{timestamp}` credential.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+/// The authentication scheme name, as clients send it.
+pub const SCHEME: &str = "ARMOR-PSK";
+
+/// Length in bytes of an HMAC-SHA512 tag.
+pub const MAC_LEN: usize = 64;
+
+/// Length of the canonical padded base64 spelling of a [`MAC_LEN`]-byte tag.
+pub const ENCODED_MAC_LEN: usize = 88;
+
+/// Longest key id accepted, in characters.
+pub const MAX_KEY_ID_LEN: usize = 256;
+
+/// Longest nonce accepted, in characters (the Armor documentation's limit).
+pub const MAX_NONCE_LEN: usize = 128;
+
+/// A parsed ARMOR-PSK credential, borrowing from the header value it came from.
+///
+/// ```
+/// use armor_psk::psk::Credential;
+///
+/// let header = "ARMOR-PSK 20a37099-4a0b-432f-bf46-5fa690a0405c:\
+///     8wliK5PMXBrMNQX0DmXkkpC2YD5j+QtPH2xVRZM7jaaS0hC6jhRmtxy+nKJidDnYTpFc6blsO7+4VfKqslbqzA==:\
+///     8jbj872s2h:1528140529";
+/// let credential = Credential::parse(header).unwrap();
+/// assert_eq!(credential.key_id(), "20a37099-4a0b-432f-bf46-5fa690a0405c");
+/// assert_eq!(credential.nonce(), "8jbj872s2h");
+/// assert_eq!(credential.timestamp(), 1528140529);
+/// assert_eq!(credential.to_string(), header);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential<'a> {
+    key_id: &'a str,
+    mac: [u8; MAC_LEN],
+    nonce: &'a str,
+    timestamp: i64,
+}
+
+/// Why a header value is not a well-formed ARMOR-PSK credential.
+///
+/// The variants name the fault without echoing the value, so they are safe to log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedCredential {
+    /// The value does not start with the `ARMOR-PSK` scheme followed by a space.
+    #[error("the scheme is not ARMOR-PSK")]
+    WrongScheme,
+    /// The parameters are not exactly four `:`-separated fields.
+    #[error("expected exactly four ':'-separated fields (keyId:signature:nonce:timestamp)")]
+    FieldCount,
+    /// The key id is empty, too long, or holds a character that is not visible ASCII.
+    #[error("the key id must be 1 to 256 visible ASCII characters")]
+    KeyId,
+    /// The signature is not the canonical padded base64 encoding of 64 bytes.
+    #[error("the signature must be the padded standard base64 encoding of 64 bytes (88 characters)")]
+    Signature,
+    /// The nonce is empty, too long, or holds a character that is not visible ASCII.
+    #[error("the nonce must be 1 to 128 visible ASCII characters")]
+    Nonce,
+    /// The timestamp is not plain decimal digits without a leading zero that fit in an `i64`.
+    #[error("the timestamp must be Unix seconds as plain decimal digits with no leading zero")]
+    Timestamp,
+    /// More than one `Authorization` header was sent.
+    #[error("more than one Authorization header")]
+    MultipleHeaders,
+    /// The header value is not visible ASCII.
+    #[error("the header value is not visible ASCII")]
+    NotAscii,
+}
+
+impl<'a> Credential<'a> {
+    /// Builds a credential from its parts, checking each as [`Credential::parse`] would.
+    pub fn new(
+        key_id: &'a str,
+        mac: [u8; MAC_LEN],
+        nonce: &'a str,
+        timestamp: i64,
+    ) -> Result<Self, MalformedCredential> {
+        check_token(key_id, MAX_KEY_ID_LEN).ok_or(MalformedCredential::KeyId)?;
+        check_token(nonce, MAX_NONCE_LEN).ok_or(MalformedCredential::Nonce)?;
+        if timestamp < 0 {
+            return Err(MalformedCredential::Timestamp);
+        }
+        Ok(Self {
+            key_id,
+            mac,
+            nonce,
+            timestamp,
+        })
+    }
+
+    /// Parses an `Authorization` header value.
+    ///
+    /// The scheme is matched case-insensitively and must be followed by one or more spaces;
+    /// everything after them must be exactly `keyId:signature:nonce:timestamp`.
+    pub fn parse(value: &'a str) -> Result<Self, MalformedCredential> {
+        if value.eq_ignore_ascii_case(SCHEME) {
+            return Err(MalformedCredential::FieldCount);
+        }
+        let params = strip_scheme(value).ok_or(MalformedCredential::WrongScheme)?;
+        let mut fields = params.split(':');
+        let (Some(key_id), Some(signature), Some(nonce), Some(timestamp), None) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            return Err(MalformedCredential::FieldCount);
+        };
+        check_token(key_id, MAX_KEY_ID_LEN).ok_or(MalformedCredential::KeyId)?;
+        let mac = decode_mac(signature).ok_or(MalformedCredential::Signature)?;
+        check_token(nonce, MAX_NONCE_LEN).ok_or(MalformedCredential::Nonce)?;
+        let timestamp = parse_timestamp(timestamp).ok_or(MalformedCredential::Timestamp)?;
+        Ok(Self {
+            key_id,
+            mac,
+            nonce,
+            timestamp,
+        })
+    }
+
+    /// Parses raw header bytes, as found in an [`http::HeaderValue`].
+    pub fn parse_bytes(value: &'a [u8]) -> Result<Self, MalformedCredential> {
+        let value = std::str::from_utf8(value).map_err(|_| MalformedCredential::NotAscii)?;
+        Self::parse(value)
+    }
+
+    /// The API key id.
+    pub fn key_id(&self) -> &'a str {
+        self.key_id
+    }
+
+    /// The decoded HMAC-SHA512 tag the client sent.
+    pub fn mac(&self) -> &[u8; MAC_LEN] {
+        &self.mac
+    }
+
+    /// The nonce.
+    pub fn nonce(&self) -> &'a str {
+        self.nonce
+    }
+
+    /// The timestamp, in Unix seconds.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+}
+
+/// Formats the credential as a header value, `ARMOR-PSK keyId:signature:nonce:timestamp`.
+impl fmt::Display for Credential<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{SCHEME} {}:{}:{}:{}",
+            self.key_id,
+            STANDARD.encode(self.mac),
+            self.nonce,
+            self.timestamp
+        )
+    }
+}
+
+/// The signature is left out: a credential is a bearer of the request's authority until its
+/// timestamp leaves the window, so it does not belong in logs.
+impl fmt::Debug for Credential<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("key_id", &self.key_id)
+            .field("mac", &"[redacted]")
+            .field("nonce", &self.nonce)
+            .field("timestamp", &self.timestamp)
+            .finish()
+    }
+}
+
+/// Whether a header value names the ARMOR-PSK scheme (alone, or followed by a space), so that
+/// a fault in it is a malformed credential rather than some other scheme's header.
+pub(crate) fn names_scheme(value: &[u8]) -> bool {
+    value.len() >= SCHEME.len()
+        && value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME.as_bytes())
+        && matches!(value.get(SCHEME.len()), None | Some(b' '))
+}
+
+/// Returns what follows `ARMOR-PSK` and its separating spaces, or `None` for another scheme.
+fn strip_scheme(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let params = rest.trim_start_matches(' ');
+    (params.len() < rest.len()).then_some(params)
+}
+
+/// A key id or nonce: non-empty, at most `max` bytes, visible ASCII only (`:` is the separator,
+/// so the split has already kept it out).
+fn check_token(token: &str, max: usize) -> Option<()> {
+    let valid = !token.is_empty()
+        && token.len() <= max
+        && token.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    valid.then_some(())
+}
+
+fn decode_mac(signature: &str) -> Option<[u8; MAC_LEN]> {
+    if signature.len() != ENCODED_MAC_LEN {
+        return None;
+    }
+    // 88 characters decode to at most 66 bytes; the engine sizes its check by that bound.
+    let mut decoded = [0u8; 66];
+    // The STANDARD engine requires canonical padding and rejects non-zero trailing bits, so
+    // only one spelling of each 64-byte tag gets through.
+    match STANDARD.decode_slice(signature, &mut decoded) {
+        Ok(MAC_LEN) => {
+            let mut mac = [0u8; MAC_LEN];
+            mac.copy_from_slice(&decoded[..MAC_LEN]);
+            Some(mac)
+        }
+        _ => None,
+    }
+}
+
+fn parse_timestamp(digits: &str) -> Option<i64> {
+    let bytes = digits.as_bytes();
+    let canonical = match bytes {
+        [] => false,
+        [b'0'] => true,
+        [first, rest @ ..] => {
+            (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit)
+        }
+    };
+    if !canonical {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
+    const SIGNATURE: &str =
+        "8wliK5PMXBrMNQX0DmXkkpC2YD5j+QtPH2xVRZM7jaaS0hC6jhRmtxy+nKJidDnYTpFc6blsO7+4VfKqslbqzA==";
+
+    fn header(key_id: &str, signature: &str, nonce: &str, timestamp: &str) -> String {
+        format!("ARMOR-PSK {key_id}:{signature}:{nonce}:{timestamp}")
+    }
+
+    #[test]
+    fn parses_the_documented_sample() {
+        let value = header(KEY_ID, SIGNATURE, "8jbj872s2h", "1528140529");
+        let credential = Credential::parse(&value).unwrap();
+        assert_eq!(credential.key_id(), KEY_ID);
+        assert_eq!(credential.nonce(), "8jbj872s2h");
+        assert_eq!(credential.timestamp(), 1528140529);
+        assert_eq!(STANDARD.encode(credential.mac()), SIGNATURE);
+        assert_eq!(credential.to_string(), value);
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_spaces_may_repeat() {
+        for scheme in ["armor-psk ", "Armor-Psk ", "ARMOR-PSK   "] {
+            let value = format!("{scheme}{KEY_ID}:{SIGNATURE}:n:1");
+            assert!(Credential::parse(&value).is_ok(), "{value}");
+        }
+    }
+
+    #[test]
+    fn extremes_that_are_allowed() {
+        let long_id = "k".repeat(MAX_KEY_ID_LEN);
+        let long_nonce = "n".repeat(MAX_NONCE_LEN);
+        let max = i64::MAX.to_string();
+        assert!(Credential::parse(&header(&long_id, SIGNATURE, &long_nonce, &max)).is_ok());
+        assert_eq!(
+            Credential::parse(&header("k", SIGNATURE, "n", "0"))
+                .unwrap()
+                .timestamp(),
+            0
+        );
+    }
+
+    #[test]
+    fn malformed_values_are_refused_with_their_reason() {
+        use MalformedCredential::*;
+        let long_id = "k".repeat(MAX_KEY_ID_LEN + 1);
+        let long_nonce = "n".repeat(MAX_NONCE_LEN + 1);
+        let overflow = (i64::MAX as u64 + 1).to_string();
+        // An unpadded spelling, and one with non-zero trailing bits, of a 64-byte tag.
+        let unpadded = SIGNATURE.trim_end_matches('=');
+        let noncanonical = SIGNATURE.replace("zA==", "zB==");
+        let url_safe = SIGNATURE.replace('+', "-");
+        let cases: Vec<(String, MalformedCredential)> = vec![
+            (String::new(), WrongScheme),
+            ("ARMOR-PSK".into(), FieldCount),
+            ("armor-psk".into(), FieldCount),
+            (format!("Bearer {KEY_ID}"), WrongScheme),
+            (format!("ARMOR-PSKX {KEY_ID}:{SIGNATURE}:n:1"), WrongScheme),
+            (format!("ARMOR-PSK\t{KEY_ID}:{SIGNATURE}:n:1"), WrongScheme),
+            (format!("ARMOR-PSK {KEY_ID}:{SIGNATURE}:n"), FieldCount),
+            (format!("ARMOR-PSK {KEY_ID}:{SIGNATURE}:n:1:2"), FieldCount),
+            ("ARMOR-PSK ".into(), FieldCount),
+            (header("", SIGNATURE, "n", "1"), KeyId),
+            (header(&long_id, SIGNATURE, "n", "1"), KeyId),
+            (header("key id", SIGNATURE, "n", "1"), KeyId),
+            (header("kéy", SIGNATURE, "n", "1"), KeyId),
+            (header(KEY_ID, "", "n", "1"), Signature),
+            (header(KEY_ID, unpadded, "n", "1"), Signature),
+            (header(KEY_ID, &noncanonical, "n", "1"), Signature),
+            (header(KEY_ID, &url_safe, "n", "1"), Signature),
+            (header(KEY_ID, &SIGNATURE[4..], "n", "1"), Signature),
+            (header(KEY_ID, &format!("AAAA{SIGNATURE}"), "n", "1"), Signature),
+            (header(KEY_ID, &"=".repeat(88), "n", "1"), Signature),
+            (header(KEY_ID, SIGNATURE, "", "1"), Nonce),
+            (header(KEY_ID, SIGNATURE, &long_nonce, "1"), Nonce),
+            (header(KEY_ID, SIGNATURE, "a b", "1"), Nonce),
+            (header(KEY_ID, SIGNATURE, "n\u{7f}", "1"), Nonce),
+            (header(KEY_ID, SIGNATURE, "n", ""), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "01528140529"), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "00"), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "+1528140529"), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "-1528140529"), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", " 1528140529"), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "1528140529 "), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "1528140529.5"), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "1e9"), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", &overflow), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", "١٥٢٨"), Timestamp),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(Credential::parse(&value), Err(expected), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn tells_its_scheme_from_others() {
+        assert!(names_scheme(b"ARMOR-PSK"));
+        assert!(names_scheme(b"armor-psk x"));
+        assert!(!names_scheme(b"ARMOR-PSKX x"));
+        assert!(!names_scheme(b"Bearer x"));
+        assert!(!names_scheme(b"ARMOR"));
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_refused() {
+        assert_eq!(
+            Credential::parse_bytes(b"ARMOR-PSK \xff:x:y:1"),
+            Err(MalformedCredential::NotAscii)
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_signature() {
+        let value = header(KEY_ID, SIGNATURE, "n", "1");
+        let debug = format!("{:?}", Credential::parse(&value).unwrap());
+        assert!(!debug.contains(&SIGNATURE[..20]), "{debug}");
+        assert!(debug.contains(KEY_ID));
+    }
+
+    #[test]
+    fn new_checks_its_parts() {
+        let mac = [7u8; MAC_LEN];
+        assert_eq!(Credential::new("a:b", mac, "n", 1), Err(MalformedCredential::KeyId));
+        assert_eq!(Credential::new("k", mac, "", 1), Err(MalformedCredential::Nonce));
+        assert_eq!(Credential::new("k", mac, "n", -1), Err(MalformedCredential::Timestamp));
+        let credential = Credential::new("k", mac, "n", 5).unwrap();
+        assert_eq!(Credential::parse(&credential.to_string()), Ok(credential));
+    }
+}

@@ -1,0 +1,247 @@
+//! Why a request was refused, and the response it gets.
+//!
+//! Every refusal is a [`Rejection`]. It becomes a response (never an `Err` to the server, which
+//! would close the connection without an answer) with its status and a JSON body:
+//!
+//! ```json
+//! {"error":{"code":"bad_signature","message":"the signature does not match the request"}}
+//! ```
+//!
+//! The `Rejection` itself is also put in the response's extensions, so outer layers (logging,
+//! metrics) can read it. The response can be replaced with [`OnRejection`].
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, DATE, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+
+use crate::clock::http_date;
+use crate::psk::MalformedCredential;
+
+/// Why the verifier refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No `Authorization: ARMOR-PSK …` header. 401 `missing_credentials`.
+    #[error("the request carries no ARMOR-PSK credentials")]
+    MissingCredentials,
+    /// The header is there but is not a well-formed credential. 400 `malformed_credentials`.
+    #[error("malformed ARMOR-PSK credentials: {0}")]
+    MalformedCredentials(MalformedCredential),
+    /// No active key has this id. 401 `unknown_key`.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// The MAC matches no accepted body form. 401 `bad_signature`.
+    #[error("the signature does not match the request")]
+    BadSignature,
+    /// The timestamp is too far from the server's clock. 401 `timestamp_out_of_window`.
+    #[error(
+        "the timestamp is more than {window_secs} seconds from the server's time, which is \
+         {server_time} ({})",
+        http_date(*server_time).unwrap_or_default()
+    )]
+    TimestampOutOfWindow {
+        /// The server's Unix time when it checked.
+        server_time: i64,
+        /// The allowed distance, in seconds, either way.
+        window_secs: u64,
+    },
+    /// An accepted request inside the window had the same MAC, or the same key id and nonce.
+    /// 401 `replayed_nonce`.
+    #[error("a request with this nonce or signature was already accepted")]
+    ReplayedNonce,
+    /// The body is longer than the limit. 413 `body_too_large`.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body could not be read to its end (the client went away, or sent less than its
+    /// `Content-Length`). 400 `body_read_failed`.
+    #[error("the request body could not be read")]
+    BodyReadFailed,
+    /// The key store did not answer. 503 `key_store_unavailable`.
+    #[error("the key store is unavailable")]
+    KeyStoreUnavailable,
+    /// The replay store did not answer. 503 `nonce_store_unavailable`.
+    #[error("the nonce store is unavailable")]
+    NonceStoreUnavailable,
+    /// The replay store is at capacity. 503 `nonce_store_full`.
+    #[error("the nonce store is full")]
+    NonceStoreFull,
+}
+
+impl Rejection {
+    /// The stable, machine-readable code sent in the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::MissingCredentials => "missing_credentials",
+            Rejection::MalformedCredentials(_) => "malformed_credentials",
+            Rejection::UnknownKey => "unknown_key",
+            Rejection::BadSignature => "bad_signature",
+            Rejection::TimestampOutOfWindow { .. } => "timestamp_out_of_window",
+            Rejection::ReplayedNonce => "replayed_nonce",
+            Rejection::BodyTooLarge { .. } => "body_too_large",
+            Rejection::BodyReadFailed => "body_read_failed",
+            Rejection::KeyStoreUnavailable => "key_store_unavailable",
+            Rejection::NonceStoreUnavailable => "nonce_store_unavailable",
+            Rejection::NonceStoreFull => "nonce_store_full",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::MissingCredentials
+            | Rejection::UnknownKey
+            | Rejection::BadSignature
+            | Rejection::TimestampOutOfWindow { .. }
+            | Rejection::ReplayedNonce => StatusCode::UNAUTHORIZED,
+            Rejection::MalformedCredentials(_) | Rejection::BodyReadFailed => {
+                StatusCode::BAD_REQUEST
+            }
+            Rejection::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::KeyStoreUnavailable
+            | Rejection::NonceStoreUnavailable
+            | Rejection::NonceStoreFull => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Whether the response carries the `WWW-Authenticate: ARMOR-PSK` challenge (401s, and the
+    /// 400 for malformed credentials).
+    pub fn challenges(&self) -> bool {
+        self.status() == StatusCode::UNAUTHORIZED
+            || matches!(self, Rejection::MalformedCredentials(_))
+    }
+
+    /// The JSON body: `{"error":{"code":"…","message":"…"}}`.
+    pub fn json_body(&self) -> Bytes {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// The default response: status, JSON body, the challenge where it applies, and for
+    /// `timestamp_out_of_window` a `Date` header with the server's time.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let mut response = Response::new(self.json_body());
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.challenges() {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(crate::psk::SCHEME));
+        }
+        if let Rejection::TimestampOutOfWindow { server_time, .. } = self {
+            if let Some(date) = http_date(*server_time).and_then(|d| HeaderValue::try_from(d).ok())
+            {
+                headers.insert(DATE, date);
+            }
+        }
+        response
+    }
+}
+
+/// Builds the response for a refused request, in place of [`Rejection::to_response`].
+///
+/// Implemented for closures:
+///
+/// ```
+/// use armor_psk::{key_store::MemoryKeyStore, Rejection, VerifyPskLayer};
+/// use bytes::Bytes;
+///
+/// // Armor's own error shape, {"Message": "..."}.
+/// let layer = VerifyPskLayer::new(MemoryKeyStore::default()).on_rejection(|rejection: &Rejection| {
+///     let mut response = rejection.to_response();
+///     *response.body_mut() = Bytes::from(
+///         serde_json::json!({ "Message": rejection.to_string() }).to_string(),
+///     );
+///     response
+/// });
+/// ```
+pub trait OnRejection: Send + Sync + 'static {
+    /// The response for `rejection`. The rejection is added to its extensions afterwards.
+    fn on_rejection(&self, rejection: &Rejection) -> Response<Bytes>;
+}
+
+impl<F> OnRejection for F
+where
+    F: Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
+{
+    fn on_rejection(&self, rejection: &Rejection) -> Response<Bytes> {
+        self(rejection)
+    }
+}
+
+/// The default [`OnRejection`]: [`Rejection::to_response`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonRejection;
+
+impl OnRejection for JsonRejection {
+    fn on_rejection(&self, rejection: &Rejection) -> Response<Bytes> {
+        rejection.to_response()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for Rejection {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = self.to_response().map(axum::body::Body::from);
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_status_code_and_challenge() {
+        use Rejection::*;
+        let cases = [
+            (MissingCredentials, 401, "missing_credentials", true),
+            (
+                MalformedCredentials(MalformedCredential::FieldCount),
+                400,
+                "malformed_credentials",
+                true,
+            ),
+            (UnknownKey, 401, "unknown_key", true),
+            (BadSignature, 401, "bad_signature", true),
+            (
+                TimestampOutOfWindow { server_time: 0, window_secs: 300 },
+                401,
+                "timestamp_out_of_window",
+                true,
+            ),
+            (ReplayedNonce, 401, "replayed_nonce", true),
+            (BodyTooLarge { limit: 1 }, 413, "body_too_large", false),
+            (BodyReadFailed, 400, "body_read_failed", false),
+            (KeyStoreUnavailable, 503, "key_store_unavailable", false),
+            (NonceStoreUnavailable, 503, "nonce_store_unavailable", false),
+            (NonceStoreFull, 503, "nonce_store_full", false),
+        ];
+        for (rejection, status, code, challenge) in cases {
+            let response = rejection.to_response();
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+            assert_eq!(body["error"]["message"], rejection.to_string());
+            assert_eq!(response.headers().contains_key(WWW_AUTHENTICATE), challenge, "{code}");
+            assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        }
+    }
+
+    #[test]
+    fn out_of_window_tells_the_server_time() {
+        let rejection = Rejection::TimestampOutOfWindow {
+            server_time: 1_307_479_895,
+            window_secs: 300,
+        };
+        let response = rejection.to_response();
+        assert_eq!(response.headers()[DATE], "Tue, 07 Jun 2011 20:51:35 GMT");
+        let message = rejection.to_string();
+        assert!(message.contains("1307479895"), "{message}");
+        assert!(message.contains("Tue, 07 Jun 2011 20:51:35 GMT"), "{message}");
+    }
+}

@@ -1,0 +1,127 @@
+//! Refusing replays: the [`ReplayStore`] trait and its in-memory [`MokaReplayStore`].
+//!
+//! Two rules (see the README's security notes):
+//!
+//! 1. No two accepted requests share a MAC while their timestamps are inside the window. Always
+//!    on: it refuses every true replay, and the boundary shifts that the separator-less signing
+//!    string allows (`/accounts/2` + nonce `3f…` and `/accounts/23` + nonce `f…` sign the same
+//!    bytes).
+//! 2. No two accepted requests of one key share a nonce inside the window. On by default; it
+//!    can be switched off for clients that send nonce = timestamp more than once a second.
+//!
+//! A request is recorded only after every other check passed, and each entry is kept until its
+//! own timestamp leaves the window, not for a window counted from its arrival.
+
+mod moka;
+
+use async_trait::async_trait;
+
+pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
+use crate::psk::MAC_LEN;
+
+/// What a replay store is asked to remember about one accepted request.
+#[derive(Clone, Copy)]
+#[non_exhaustive]
+pub struct ReplayRecord<'a> {
+    /// The API key id.
+    pub key_id: &'a str,
+    /// The request's nonce.
+    pub nonce: &'a str,
+    /// The request's MAC.
+    pub mac: &'a [u8; MAC_LEN],
+    /// The Unix second from which the entries may be forgotten: the request's timestamp plus
+    /// the window.
+    pub expires_at: i64,
+    /// The verifier's current Unix time.
+    pub now: i64,
+    /// Whether rule 2 (one nonce per key) applies.
+    pub unique_nonce: bool,
+}
+
+impl<'a> ReplayRecord<'a> {
+    /// A record of a request; `unique_nonce` is on.
+    pub fn new(key_id: &'a str, nonce: &'a str, mac: &'a [u8; MAC_LEN], expires_at: i64, now: i64) -> Self {
+        ReplayRecord {
+            key_id,
+            nonce,
+            mac,
+            expires_at,
+            now,
+            unique_nonce: true,
+        }
+    }
+
+    /// Sets whether rule 2 (one nonce per key) applies.
+    #[must_use]
+    pub fn unique_nonce(mut self, unique: bool) -> Self {
+        self.unique_nonce = unique;
+        self
+    }
+}
+
+/// The MAC is left out of `Debug`.
+impl std::fmt::Debug for ReplayRecord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayRecord")
+            .field("key_id", &self.key_id)
+            .field("nonce", &self.nonce)
+            .field("expires_at", &self.expires_at)
+            .field("now", &self.now)
+            .field("unique_nonce", &self.unique_nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of [`ReplayStore::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Recorded {
+    /// The request was new, and is now remembered.
+    Fresh,
+    /// An accepted request inside the window already had this MAC (rule 1).
+    ReplayedMac,
+    /// An accepted request of this key inside the window already had this nonce (rule 2).
+    ReplayedNonce,
+}
+
+/// A replay store could not record a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayStoreError {
+    /// The store holds as many live entries as its capacity allows. Nothing live is evicted
+    /// (an evicted entry is a replay hole), so new requests are refused until entries expire.
+    #[error("replay store is full ({capacity} live entries)")]
+    Full {
+        /// The capacity, in entries.
+        capacity: u64,
+    },
+    /// The store could not answer (for example, a network store is down).
+    #[error("replay store unavailable: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Remembers accepted requests and refuses their replays.
+///
+/// `record` must be atomic: of any number of concurrent calls for one request, exactly one
+/// returns [`Recorded::Fresh`]. When it returns anything but `Fresh`, nothing of the request
+/// may stay remembered.
+#[async_trait]
+pub trait ReplayStore: Send + Sync + 'static {
+    /// Records `request` unless an earlier accepted request shares its MAC or (when
+    /// [`ReplayRecord::unique_nonce`] is set) its key id and nonce.
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError>;
+}
+
+#[async_trait]
+impl<T: ReplayStore + ?Sized> ReplayStore for std::sync::Arc<T> {
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        (**self).record(request).await
+    }
+}
+
+#[async_trait]
+impl ReplayStore for Box<dyn ReplayStore> {
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        (**self).record(request).await
+    }
+}

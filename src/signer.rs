@@ -1,0 +1,320 @@
+//! The client side: sign requests the way the verifier checks them.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION};
+use http::{Method, Request};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::clock::{Clock, SystemClock};
+use crate::key_store::Secret;
+use crate::psk::{BodyForm, Credential, MalformedCredential, SigningString};
+
+type NonceSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Signs requests with one API key.
+///
+/// A request with a body is signed with the configured [`BodyForm`] (`digest` by default, as
+/// the Python sample and the public Go client do); a request without one is signed with the
+/// empty body part, as every client in the field does for a `GET`. The nonce is a fresh UUID v4
+/// unless another source is set; the timestamp comes from the clock.
+///
+/// ```
+/// use armor_psk::Signer;
+/// use http::Method;
+///
+/// let signer = Signer::new("20a37099-4a0b-432f-bf46-5fa690a0405c", "my secret").unwrap();
+/// let header = signer.authorization(&Method::GET, "/accounts/2?page=1", b"").unwrap();
+/// assert!(header.to_str().unwrap().starts_with("ARMOR-PSK 20a37099-"));
+/// assert!(header.is_sensitive());
+/// ```
+#[derive(Clone)]
+pub struct Signer {
+    key_id: Arc<str>,
+    secret: Secret,
+    body_form: BodyForm,
+    nonces: NonceSource,
+    clock: Arc<dyn Clock>,
+}
+
+/// A request could not be signed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignError {
+    /// The key id or a nonce from the nonce source is not acceptable in the header.
+    #[error("cannot sign: {0}")]
+    Credential(#[from] MalformedCredential),
+    /// The request body could not be read.
+    #[error("cannot sign: the request body could not be read: {0}")]
+    Body(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Signer {
+    /// A signer for `key_id` with `secret` (its UTF-8 bytes key the HMAC). Fails when the key
+    /// id is not 1 to 256 visible ASCII characters without `:`.
+    pub fn new(key_id: impl Into<String>, secret: impl Into<Secret>) -> Result<Self, SignError> {
+        let key_id = key_id.into();
+        Credential::new(&key_id, [0; 64], "n", 0)?;
+        Ok(Signer {
+            key_id: key_id.into(),
+            secret: secret.into(),
+            body_form: BodyForm::Digest,
+            nonces: Arc::new(|| uuid::Uuid::new_v4().to_string()),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// The body form used for requests with a body. Defaults to [`BodyForm::Digest`].
+    #[must_use]
+    pub fn body_form(mut self, form: BodyForm) -> Self {
+        self.body_form = form;
+        self
+    }
+
+    /// Where nonces come from. Defaults to a random UUID v4 per request. Each nonce must be 1
+    /// to 128 visible ASCII characters without `:`.
+    #[must_use]
+    pub fn nonce_source(mut self, source: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.nonces = Arc::new(source);
+        self
+    }
+
+    /// Where the timestamp comes from. Defaults to [`SystemClock`].
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The key id.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The `Authorization` value for a request, with a fresh nonce and the current time.
+    /// `path` may carry a query string; only the part before `?` is signed.
+    pub fn authorization(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Result<HeaderValue, SignError> {
+        let nonce = (self.nonces)();
+        self.authorization_with(method, path, body, &nonce, self.clock.now_unix())
+    }
+
+    /// The `Authorization` value for a request with the given nonce and timestamp.
+    pub fn authorization_with(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+        nonce: &str,
+        timestamp: i64,
+    ) -> Result<HeaderValue, SignError> {
+        self.authorization_chunks(method, path, &[body], nonce, timestamp)
+    }
+
+    fn authorization_chunks<B: AsRef<[u8]>>(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &[B],
+        nonce: &str,
+        timestamp: i64,
+    ) -> Result<HeaderValue, SignError> {
+        let path = path.split_once('?').map_or(path, |(path, _query)| path);
+        let has_body = body.iter().any(|chunk| !chunk.as_ref().is_empty());
+        let form = if has_body { self.body_form } else { BodyForm::Empty };
+        let signing = SigningString {
+            key_id: &self.key_id,
+            method: method.as_str(),
+            path,
+            nonce,
+            timestamp,
+        };
+        let mac = signing.sign(self.secret.hmac_sha512(), form, body);
+        let credential = Credential::new(&self.key_id, mac, nonce, timestamp)?;
+        let mut value = HeaderValue::try_from(credential.to_string())
+            .map_err(|_| SignError::Credential(MalformedCredential::NotAscii))?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    /// Signs `request` in place: sets its `Authorization` header (marked sensitive).
+    pub fn sign<B: AsRef<[u8]>>(&self, request: &mut Request<B>) -> Result<(), SignError> {
+        let value = self.header_for(request, &[request.body().as_ref()])?;
+        request.headers_mut().insert(AUTHORIZATION, value);
+        Ok(())
+    }
+
+    /// The header for `request`, whose body is given in `chunks` (never joined).
+    fn header_for<B, C: AsRef<[u8]>>(
+        &self,
+        request: &Request<B>,
+        chunks: &[C],
+    ) -> Result<HeaderValue, SignError> {
+        let nonce = (self.nonces)();
+        let path = request.uri().path();
+        self.authorization_chunks(request.method(), path, chunks, &nonce, self.clock.now_unix())
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .field("secret", &self.secret)
+            .field("body_form", &self.body_form)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signs every request of a tower client with a [`Signer`].
+///
+/// The body is read into memory to be signed, then sent on as a [`Full`] body.
+///
+/// ```
+/// use armor_psk::{SignRequestLayer, Signer};
+/// use tower::ServiceBuilder;
+///
+/// let signer = Signer::new("key-1", "secret").unwrap();
+/// let layer = ServiceBuilder::new().layer(SignRequestLayer::new(signer));
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SignRequestLayer {
+    signer: Signer,
+}
+
+impl SignRequestLayer {
+    /// A layer that signs with `signer`.
+    pub fn new(signer: Signer) -> Self {
+        SignRequestLayer { signer }
+    }
+}
+
+impl<S> Layer<S> for SignRequestLayer {
+    type Service = SignRequest<S>;
+
+    fn layer(&self, inner: S) -> SignRequest<S> {
+        SignRequest {
+            inner,
+            signer: self.signer.clone(),
+        }
+    }
+}
+
+/// The service of [`SignRequestLayer`].
+#[derive(Debug, Clone)]
+pub struct SignRequest<S> {
+    inner: S,
+    signer: Signer,
+}
+
+impl<S> SignRequest<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The boxed error of [`SignRequest`]: a [`SignError`] or the inner service's error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, B> Service<Request<B>> for SignRequest<S>
+where
+    S: Service<Request<Full<Bytes>>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let signer = self.signer.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let collected = body
+                .collect()
+                .await
+                .map_err(|error| SignError::Body(error.into()))?;
+            let body = collected.to_bytes();
+            let mut request = Request::from_parts(parts, Full::new(body.clone()));
+            let value = signer.header_for(&request, &[body])?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+            inner.call(request).await.map_err(Into::into)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_the_path_without_its_query() {
+        let signer = Signer::new("key", "secret").unwrap();
+        let with_query = signer
+            .authorization_with(&Method::GET, "/a/b?x=1", b"", "n", 100)
+            .unwrap();
+        let without = signer.authorization_with(&Method::GET, "/a/b", b"", "n", 100).unwrap();
+        assert_eq!(with_query, without);
+    }
+
+    #[test]
+    fn refuses_bad_key_ids_and_nonces() {
+        assert!(Signer::new("a:b", "s").is_err());
+        assert!(Signer::new("", "s").is_err());
+        let signer = Signer::new("key", "s").unwrap().nonce_source(|| "a:b".into());
+        assert!(signer.authorization(&Method::GET, "/", b"").is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let signer = Signer::new("key", "hunter2-secret").unwrap();
+        let debug = format!("{signer:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn a_request_without_body_uses_the_empty_form() {
+        let signer = Signer::new("key", "secret").unwrap();
+        let empty = signer.authorization_with(&Method::GET, "/", b"", "n", 1).unwrap();
+        let raw = signer
+            .clone()
+            .body_form(BodyForm::Raw)
+            .authorization_with(&Method::GET, "/", b"", "n", 1)
+            .unwrap();
+        assert_eq!(empty, raw);
+    }
+}

@@ -1,0 +1,234 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::{HeaderMap, Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use super::body::{read_limited, VerifiedBody};
+use super::layer::{Config, VerifyPskLayer};
+use super::{ResponseFuture, VerifiedKey};
+use crate::key_store::KeyStore;
+use crate::psk::{names_scheme, verify_forms, Credential, MalformedCredential, SigningString, MAC_LEN};
+use crate::rejection::Rejection;
+use crate::replay::{Recorded, ReplayRecord, ReplayStoreError};
+
+/// The service [`VerifyPskLayer`] wraps around an inner service.
+///
+/// The inner service receives only requests whose ARMOR-PSK signature verified, with the same
+/// method, URI, headers and body bytes (as a [`VerifiedBody`]) and a [`VerifiedKey`] in the
+/// extensions. Every other request gets a rejection response from here.
+#[derive(Clone)]
+pub struct VerifyPsk<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> VerifyPsk<S> {
+    /// Wraps `inner`, with secrets from `key_store` and the default settings.
+    pub fn new(inner: S, key_store: impl KeyStore) -> Self {
+        VerifyPskLayer::new(key_store).layer_service(inner)
+    }
+
+    /// A [`VerifyPskLayer`] with secrets from `key_store`.
+    pub fn layer(key_store: impl KeyStore) -> VerifyPskLayer {
+        VerifyPskLayer::new(key_store)
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        VerifyPsk { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl VerifyPskLayer {
+    fn layer_service<S>(&self, inner: S) -> VerifyPsk<S> {
+        VerifyPsk::from_config(inner, Arc::clone(&self.config))
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for VerifyPsk<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyPsk")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for VerifyPsk<S>
+where
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send,
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: fmt::Display,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<Result<Response<ResBody>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let config = Arc::clone(&self.config);
+        let claim = match check_header(&config, request.headers()) {
+            Ok(claim) => claim,
+            Err(rejection) => return ResponseFuture::refused(Ok(respond(&config, rejection))),
+        };
+        // The service that was polled ready goes with this request; a fresh clone stays behind
+        // (tower-service docs, "Be careful when cloning inner services").
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        ResponseFuture::verifying(Box::pin(async move {
+            match verify(&config, claim, request).await {
+                Ok(request) => inner.call(request).await,
+                Err(rejection) => Ok(respond(&config, rejection)),
+            }
+        }))
+    }
+}
+
+/// What the header claims, owned, once it has parsed and its timestamp is in the window.
+struct Claim {
+    key_id: String,
+    nonce: String,
+    timestamp: i64,
+    mac: [u8; MAC_LEN],
+}
+
+fn check_header(config: &Config, headers: &HeaderMap) -> Result<Claim, Rejection> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(Rejection::MissingCredentials)?;
+    if values.next().is_some() {
+        return Err(Rejection::MalformedCredentials(MalformedCredential::MultipleHeaders));
+    }
+    if !names_scheme(value.as_bytes()) {
+        return Err(Rejection::MissingCredentials);
+    }
+    let credential =
+        Credential::parse_bytes(value.as_bytes()).map_err(Rejection::MalformedCredentials)?;
+    check_window(config, credential.timestamp())?;
+    Ok(Claim {
+        key_id: credential.key_id().to_owned(),
+        nonce: credential.nonce().to_owned(),
+        timestamp: credential.timestamp(),
+        mac: *credential.mac(),
+    })
+}
+
+/// Refuses a timestamp further than the window from the server's clock; returns the time.
+fn check_window(config: &Config, timestamp: i64) -> Result<i64, Rejection> {
+    let now = config.clock.now_unix();
+    if now.abs_diff(timestamp) > config.window_secs {
+        return Err(Rejection::TimestampOutOfWindow {
+            server_time: now,
+            window_secs: config.window_secs,
+        });
+    }
+    Ok(now)
+}
+
+async fn verify<B>(
+    config: &Config,
+    claim: Claim,
+    request: Request<B>,
+) -> Result<Request<VerifiedBody>, Rejection>
+where
+    B: Body,
+    B::Error: fmt::Display,
+{
+    let secret = match config.key_store.lookup(&claim.key_id).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Err(Rejection::UnknownKey),
+        Err(error) => {
+            tracing::warn!(%error, key_id = %claim.key_id, "key store lookup failed");
+            return Err(Rejection::KeyStoreUnavailable);
+        }
+    };
+
+    let (mut parts, body) = request.into_parts();
+    if declared_length(&parts.headers).is_some_and(|length| length > config.body_limit as u64) {
+        return Err(Rejection::BodyTooLarge {
+            limit: config.body_limit,
+        });
+    }
+    let mut body = read_limited(body, config.body_limit).await?;
+
+    let signing = SigningString {
+        key_id: &claim.key_id,
+        method: parts.method.as_str(),
+        path: signed_path(&parts),
+        nonce: &claim.nonce,
+        timestamp: claim.timestamp,
+    };
+    let forms = config.forms_for(!body.is_empty());
+    let form = verify_forms(secret.hmac_sha512(), &signing, forms, body.chunks(), &claim.mac)
+        .ok_or(Rejection::BadSignature)?;
+
+    // Reading the body took time: the timestamp must still be inside the window, so that the
+    // entry recorded now outlives every copy of the request that could still be accepted.
+    let now = check_window(config, claim.timestamp)?;
+    let expires_at = claim.timestamp.saturating_add_unsigned(config.window_secs);
+    let record = ReplayRecord::new(&claim.key_id, &claim.nonce, &claim.mac, expires_at, now)
+        .unique_nonce(config.unique_nonce);
+    match config.replay_store.record(&record).await {
+        Ok(Recorded::Fresh) => {}
+        Ok(_) => return Err(Rejection::ReplayedNonce),
+        Err(ReplayStoreError::Full { capacity }) => {
+            tracing::warn!(capacity, "replay store is full: refusing requests");
+            return Err(Rejection::NonceStoreFull);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "replay store failed");
+            return Err(Rejection::NonceStoreUnavailable);
+        }
+    }
+
+    parts
+        .extensions
+        .insert(VerifiedKey::new(claim.key_id, claim.nonce, claim.timestamp, form));
+    Ok(Request::from_parts(parts, body))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The path as the client sent it. Behind axum's `nest`, the URI the route sees has lost its
+/// prefix; axum keeps the original in the extensions.
+fn signed_path(parts: &http::request::Parts) -> &str {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get() {
+        return uri.path();
+    }
+    parts.uri.path()
+}
+
+fn respond<ResBody: From<Bytes>>(config: &Config, rejection: Rejection) -> Response<ResBody> {
+    tracing::debug!(code = rejection.code(), "ARMOR-PSK request refused");
+    let mut response = config.on_rejection.on_rejection(&rejection).map(ResBody::from);
+    response.extensions_mut().insert(rejection);
+    response
+}
