@@ -74,3 +74,8 @@ pub use key_store::{KeyStore, Secret};
 pub use rejection::Rejection;
 pub use signer::{BoxError, SignError, SignRequest, SignRequestLayer, Signer};
 pub use verify::{VerifiedKey, VerifyPsk, VerifyPskLayer};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -129,7 +129,10 @@ impl Rejection {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.challenges() {
-            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(crate::psk::SCHEME));
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(crate::psk::SCHEME),
+            );
         }
         if let Rejection::TimestampOutOfWindow { server_time, .. } = self {
             if let Some(date) = http_date(*server_time).and_then(|d| HeaderValue::try_from(d).ok())
@@ -209,7 +212,10 @@ mod tests {
             (UnknownKey, 401, "unknown_key", true),
             (BadSignature, 401, "bad_signature", true),
             (
-                TimestampOutOfWindow { server_time: 0, window_secs: 300 },
+                TimestampOutOfWindow {
+                    server_time: 0,
+                    window_secs: 300,
+                },
                 401,
                 "timestamp_out_of_window",
                 true,
@@ -227,7 +233,11 @@ mod tests {
             let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
             assert_eq!(body["error"]["code"], code);
             assert_eq!(body["error"]["message"], rejection.to_string());
-            assert_eq!(response.headers().contains_key(WWW_AUTHENTICATE), challenge, "{code}");
+            assert_eq!(
+                response.headers().contains_key(WWW_AUTHENTICATE),
+                challenge,
+                "{code}"
+            );
             assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         }
     }
@@ -242,6 +252,9 @@ mod tests {
         assert_eq!(response.headers()[DATE], "Tue, 07 Jun 2011 20:51:35 GMT");
         let message = rejection.to_string();
         assert!(message.contains("1307479895"), "{message}");
-        assert!(message.contains("Tue, 07 Jun 2011 20:51:35 GMT"), "{message}");
+        assert!(
+            message.contains("Tue, 07 Jun 2011 20:51:35 GMT"),
+            "{message}"
+        );
     }
 }

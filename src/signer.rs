@@ -133,7 +133,11 @@ impl Signer {
     ) -> Result<HeaderValue, SignError> {
         let path = path.split_once('?').map_or(path, |(path, _query)| path);
         let has_body = body.iter().any(|chunk| !chunk.as_ref().is_empty());
-        let form = if has_body { self.body_form } else { BodyForm::Empty };
+        let form = if has_body {
+            self.body_form
+        } else {
+            BodyForm::Empty
+        };
         let signing = SigningString {
             key_id: &self.key_id,
             method: method.as_str(),
@@ -164,7 +168,13 @@ impl Signer {
     ) -> Result<HeaderValue, SignError> {
         let nonce = (self.nonces)();
         let path = request.uri().path();
-        self.authorization_chunks(request.method(), path, chunks, &nonce, self.clock.now_unix())
+        self.authorization_chunks(
+            request.method(),
+            path,
+            chunks,
+            &nonce,
+            self.clock.now_unix(),
+        )
     }
 }
 
@@ -287,7 +297,9 @@ mod tests {
         let with_query = signer
             .authorization_with(&Method::GET, "/a/b?x=1", b"", "n", 100)
             .unwrap();
-        let without = signer.authorization_with(&Method::GET, "/a/b", b"", "n", 100).unwrap();
+        let without = signer
+            .authorization_with(&Method::GET, "/a/b", b"", "n", 100)
+            .unwrap();
         assert_eq!(with_query, without);
     }
 
@@ -295,7 +307,9 @@ mod tests {
     fn refuses_bad_key_ids_and_nonces() {
         assert!(Signer::new("a:b", "s").is_err());
         assert!(Signer::new("", "s").is_err());
-        let signer = Signer::new("key", "s").unwrap().nonce_source(|| "a:b".into());
+        let signer = Signer::new("key", "s")
+            .unwrap()
+            .nonce_source(|| "a:b".into());
         assert!(signer.authorization(&Method::GET, "/", b"").is_err());
     }
 
@@ -309,7 +323,9 @@ mod tests {
     #[test]
     fn a_request_without_body_uses_the_empty_form() {
         let signer = Signer::new("key", "secret").unwrap();
-        let empty = signer.authorization_with(&Method::GET, "/", b"", "n", 1).unwrap();
+        let empty = signer
+            .authorization_with(&Method::GET, "/", b"", "n", 1)
+            .unwrap();
         let raw = signer
             .clone()
             .body_form(BodyForm::Raw)

@@ -52,7 +52,9 @@ fn router(layer: VerifyPskLayer) -> Router {
 }
 
 fn signer() -> Signer {
-    Signer::new(KEY_ID, SECRET).unwrap().clock(ManualClock::new(NOW))
+    Signer::new(KEY_ID, SECRET)
+        .unwrap()
+        .clock(ManualClock::new(NOW))
 }
 
 fn signed(method: Method, uri: &str, body: &str, signer: &Signer) -> Request {
@@ -104,7 +106,12 @@ async fn expect_refusal(app: &Router, request: Request, status: u16, code: &str)
 async fn a_signed_request_reaches_the_handler_unchanged() {
     let clock = ManualClock::new(NOW);
     let app = router(layer(&clock));
-    let request = signed(Method::POST, "/accounts/2/items?page=3", r#"{"a":1}"#, &signer());
+    let request = signed(
+        Method::POST,
+        "/accounts/2/items?page=3",
+        r#"{"a":1}"#,
+        &signer(),
+    );
     let (status, _, body) = send(&app, request).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["key_id"], KEY_ID);
@@ -157,7 +164,13 @@ async fn only_the_configured_forms_are_accepted() {
     let clock = ManualClock::new(NOW);
     let app = router(layer(&clock).body_forms(BodyForms::only(BodyForm::Digest)));
     let raw = signer().body_form(BodyForm::Raw);
-    expect_refusal(&app, signed(Method::POST, "/x", "b", &raw), 401, "bad_signature").await;
+    expect_refusal(
+        &app,
+        signed(Method::POST, "/x", "b", &raw),
+        401,
+        "bad_signature",
+    )
+    .await;
     let (status, _, _) = send(&app, signed(Method::POST, "/x", "b", &signer())).await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -187,7 +200,10 @@ async fn header_faults_are_refused_with_their_code() {
         let request = with_header("/a", HeaderValue::from_str(value).unwrap());
         expect_refusal(&app, request, 400, "malformed_credentials").await;
     }
-    let non_ascii = with_header("/a", HeaderValue::from_bytes(b"ARMOR-PSK k\xe9y:x:n:1").unwrap());
+    let non_ascii = with_header(
+        "/a",
+        HeaderValue::from_bytes(b"ARMOR-PSK k\xe9y:x:n:1").unwrap(),
+    );
     expect_refusal(&app, non_ascii, 400, "malformed_credentials").await;
 
     let mut twice = with_header("/a", HeaderValue::from_str(good).unwrap());
@@ -195,19 +211,26 @@ async fn header_faults_are_refused_with_their_code() {
         .headers_mut()
         .append("authorization", HeaderValue::from_str(good).unwrap());
     let body = expect_refusal(&app, twice, 400, "malformed_credentials").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("more than one"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("more than one"));
 
     let unknown = Signer::new("no-such-key", SECRET).unwrap();
     let request = with_header(
         "/a",
-        unknown.authorization_with(&Method::GET, "/a", b"", "n", NOW).unwrap(),
+        unknown
+            .authorization_with(&Method::GET, "/a", b"", "n", NOW)
+            .unwrap(),
     );
     expect_refusal(&app, request, 401, "unknown_key").await;
 
     let wrong_secret = Signer::new(KEY_ID, "not the secret").unwrap();
     let request = with_header(
         "/a",
-        wrong_secret.authorization_with(&Method::GET, "/a", b"", "n", NOW).unwrap(),
+        wrong_secret
+            .authorization_with(&Method::GET, "/a", b"", "n", NOW)
+            .unwrap(),
     );
     expect_refusal(&app, request, 401, "bad_signature").await;
 }
@@ -244,7 +267,14 @@ async fn signed_parts_cannot_be_changed() {
 async fn the_window_is_300_seconds_either_way() {
     let clock = ManualClock::new(NOW);
     let app = router(layer(&clock));
-    for (offset, accepted) in [(-301, false), (-299, true), (299, true), (301, false), (-300, true), (300, true)] {
+    for (offset, accepted) in [
+        (-301, false),
+        (-299, true),
+        (299, true),
+        (301, false),
+        (-300, true),
+        (300, true),
+    ] {
         let request = signed_at(NOW + offset, &format!("nonce{offset}"));
         if accepted {
             let (status, _, body) = send(&app, request).await;
@@ -258,7 +288,13 @@ async fn the_window_is_300_seconds_either_way() {
         }
     }
     let narrow = router(layer(&clock).window(Duration::from_secs(10)));
-    expect_refusal(&narrow, signed_at(NOW - 11, "w"), 401, "timestamp_out_of_window").await;
+    expect_refusal(
+        &narrow,
+        signed_at(NOW - 11, "w"),
+        401,
+        "timestamp_out_of_window",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -383,7 +419,8 @@ async fn the_body_limit_holds_with_and_without_content_length() {
     let header = signer
         .authorization_with(&Method::POST, "/x", &[b'a'; 40], "chunked", NOW)
         .unwrap();
-    let chunks: Vec<Result<Bytes, Infallible>> = (0..4).map(|_| Ok(Bytes::from(vec![b'a'; 10]))).collect();
+    let chunks: Vec<Result<Bytes, Infallible>> =
+        (0..4).map(|_| Ok(Bytes::from(vec![b'a'; 10]))).collect();
     let request = http::Request::post("/x")
         .header("authorization", header)
         .body(Body::from_stream(futures_util::stream::iter(chunks)))
@@ -450,7 +487,11 @@ async fn a_full_nonce_store_gives_503_and_keeps_what_it_holds() {
 async fn reloading_the_key_file_takes_effect_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.toml");
-    std::fs::write(&path, format!("[[keys]]\nid = \"{KEY_ID}\"\nsecret = \"{SECRET}\"\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("[[keys]]\nid = \"{KEY_ID}\"\nsecret = \"{SECRET}\"\n"),
+    )
+    .unwrap();
     let store = FileKeyStore::open(&path).unwrap();
     let clock = ManualClock::new(NOW);
     let app = router(VerifyPskLayer::new(store.clone()).clock(clock));
@@ -464,7 +505,9 @@ async fn reloading_the_key_file_takes_effect_at_once() {
     std::fs::write(&path, "[[keys]\nbroken").unwrap();
     assert!(store.reload().is_err());
     let other = Signer::new("other", "x").unwrap();
-    let header = other.authorization_with(&Method::GET, "/a", b"", "n", NOW).unwrap();
+    let header = other
+        .authorization_with(&Method::GET, "/a", b"", "n", NOW)
+        .unwrap();
     let (status, _, _) = send(&app, with_header("/a", header)).await;
     assert_eq!(status, StatusCode::OK);
 }
@@ -484,34 +527,53 @@ async fn the_rejection_can_be_replaced_and_is_in_the_extensions() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(response.extensions().get::<Rejection>(), Some(&Rejection::MissingCredentials));
+    assert_eq!(
+        response.extensions().get::<Rejection>(),
+        Some(&Rejection::MissingCredentials)
+    );
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let body: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(body["Message"], "the request carries no ARMOR-PSK credentials");
+    assert_eq!(
+        body["Message"],
+        "the request carries no ARMOR-PSK credentials"
+    );
 }
 
 #[tokio::test]
 async fn the_extractor_fails_closed_without_the_layer() {
     let app = Router::new()
-        .route("/strict", get(|key: VerifiedKey| async move { key.key_id().to_owned() }))
+        .route(
+            "/strict",
+            get(|key: VerifiedKey| async move { key.key_id().to_owned() }),
+        )
         .route(
             "/optional",
             get(|key: Option<VerifiedKey>| async move { format!("{}", key.is_some()) }),
         );
-    let (status, _, body) = send(&app, http::Request::get("/strict").body(Body::empty()).unwrap()).await;
+    let (status, _, body) = send(
+        &app,
+        http::Request::get("/strict").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "missing_credentials");
     let response = app
         .oneshot(http::Request::get("/optional").body(Body::empty()).unwrap())
         .await
         .unwrap();
-    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "false");
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "false"
+    );
 }
 
 #[tokio::test]
 async fn behind_nest_the_original_path_is_verified() {
     let clock = ManualClock::new(NOW);
-    let inner = Router::new().route("/{id}", get(|key: VerifiedKey| async move { key.key_id().to_owned() }));
+    let inner = Router::new().route(
+        "/{id}",
+        get(|key: VerifiedKey| async move { key.key_id().to_owned() }),
+    );
     let app = Router::new().nest("/accounts", inner.layer(layer(&clock)));
     let header = signer()
         .authorization_with(&Method::GET, "/accounts/2", b"", "nested", NOW)
@@ -534,7 +596,9 @@ async fn nothing_reaches_the_handler_when_refused() {
             }),
         )
         .layer(layer(&clock));
-    let wrong = Signer::new(KEY_ID, "wrong").unwrap().clock(ManualClock::new(NOW));
+    let wrong = Signer::new(KEY_ID, "wrong")
+        .unwrap()
+        .clock(ManualClock::new(NOW));
     for request in [
         http::Request::get("/x").body(Body::empty()).unwrap(),
         signed(Method::GET, "/x", "", &wrong),

@@ -22,7 +22,10 @@ const SECRET: &str = "tcp-test-secret";
 async fn serve() -> SocketAddr {
     let keys = MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
     let app = Router::new()
-        .route("/me", get(|key: VerifiedKey| async move { key.key_id().to_owned() }))
+        .route(
+            "/me",
+            get(|key: VerifiedKey| async move { key.key_id().to_owned() }),
+        )
         .route(
             "/echo",
             post(|key: VerifiedKey, body: Bytes| async move {
@@ -41,11 +44,18 @@ async fn serve() -> SocketAddr {
 
 async fn call<S>(client: &mut S, request: Request<Full<Bytes>>) -> (StatusCode, Bytes)
 where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<hyper::body::Incoming>, Error = BoxError>,
+    S: Service<
+        Request<Full<Bytes>>,
+        Response = http::Response<hyper::body::Incoming>,
+        Error = BoxError,
+    >,
 {
     let response = client.ready().await.unwrap().call(request).await.unwrap();
     let status = response.status();
-    (status, response.into_body().collect().await.unwrap().to_bytes())
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 #[tokio::test]
@@ -80,10 +90,10 @@ async fn a_signing_client_talks_to_the_verifying_server() {
     }
 
     // Without the signing layer the same client is refused.
-    let mut unsigned = ServiceBuilder::new()
-        .map_err(BoxError::from)
-        .service(http);
-    let me = Request::get(format!("http://{address}/me")).body(Full::default()).unwrap();
+    let mut unsigned = ServiceBuilder::new().map_err(BoxError::from).service(http);
+    let me = Request::get(format!("http://{address}/me"))
+        .body(Full::default())
+        .unwrap();
     let (status, body) = call(&mut unsigned, me).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(String::from_utf8_lossy(&body).contains("missing_credentials"));

@@ -185,7 +185,10 @@ fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
             return Err(invalid("the secret is empty"));
         }
         if !seen.insert(entry.id.clone()) {
-            return Err(invalid(&format!("the id {:?} appears more than once", entry.id)));
+            return Err(invalid(&format!(
+                "the id {:?} appears more than once",
+                entry.id
+            )));
         }
         let secret = Secret::new(entry.secret.into_bytes());
         if !entry.disabled {
@@ -240,7 +243,10 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         write(&mut file, TWO_KEYS);
         let store = FileKeyStore::open(file.path()).unwrap();
-        assert_eq!(store.lookup("key-1").await.unwrap(), Some(Secret::from("secret-one")));
+        assert_eq!(
+            store.lookup("key-1").await.unwrap(),
+            Some(Secret::from("secret-one"))
+        );
         assert_eq!(store.lookup("key-2").await.unwrap(), None);
         assert_eq!(store.len(), 1);
     }
@@ -256,7 +262,10 @@ mod tests {
         assert!(store.lookup("key-1").await.unwrap().is_none());
         assert!(store.lookup("key-3").await.unwrap().is_some());
 
-        write(&mut file, "[[keys]]\nid = \"key-4\"\nsecret = \"top secret value\n");
+        write(
+            &mut file,
+            "[[keys]]\nid = \"key-4\"\nsecret = \"top secret value\n",
+        );
         let error = store.reload().unwrap_err();
         assert!(matches!(error, FileKeyStoreError::Syntax { .. }), "{error}");
         assert!(!error.to_string().contains("top secret value"), "{error}");
@@ -270,7 +279,10 @@ mod tests {
             ("[[keys]]\nid = \"a\"\nsecret = \"\"\n", "secret is empty"),
             ("[[keys]]\nid = \"a:b\"\nsecret = \"s\"\n", "visible ASCII"),
             ("[[keys]]\nid = \"\"\nsecret = \"s\"\n", "visible ASCII"),
-            ("[[keys]]\nid = \"a\"\nsecret = \"s\"\ndisable = true\n", "disable"),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"s\"\ndisable = true\n",
+                "disable",
+            ),
             (
                 "[[keys]]\nid = \"a\"\nsecret = \"s\"\n[[keys]]\nid = \"a\"\nsecret = \"t\"\n",
                 "more than once",
@@ -282,7 +294,10 @@ mod tests {
             write(&mut file, text);
             let error = FileKeyStore::open(file.path()).unwrap_err().to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
-            assert!(error.contains(&file.path().display().to_string()), "{error}");
+            assert!(
+                error.contains(&file.path().display().to_string()),
+                "{error}"
+            );
         }
         let missing = FileKeyStore::open("/nonexistent/keys.toml").unwrap_err();
         assert!(matches!(missing, FileKeyStoreError::Io { .. }));

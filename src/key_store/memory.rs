@@ -99,7 +99,10 @@ mod tests {
     #[tokio::test]
     async fn finds_known_keys_only() {
         let store = MemoryKeyStore::builder().key("a", "secret-a").build();
-        assert_eq!(store.lookup("a").await.unwrap(), Some(Secret::from("secret-a")));
+        assert_eq!(
+            store.lookup("a").await.unwrap(),
+            Some(Secret::from("secret-a"))
+        );
         assert_eq!(store.lookup("b").await.unwrap(), None);
         let boxed: Box<dyn KeyStore> = Box::new(store.clone());
         assert!(boxed.lookup("a").await.unwrap().is_some());

@@ -58,7 +58,9 @@ pub enum MalformedCredential {
     #[error("the key id must be 1 to 256 visible ASCII characters")]
     KeyId,
     /// The signature is not the canonical padded base64 encoding of 64 bytes.
-    #[error("the signature must be the padded standard base64 encoding of 64 bytes (88 characters)")]
+    #[error(
+        "the signature must be the padded standard base64 encoding of 64 bytes (88 characters)"
+    )]
     Signature,
     /// The nonce is empty, too long, or holds a character that is not visible ASCII.
     #[error("the nonce must be 1 to 128 visible ASCII characters")]
@@ -230,9 +232,7 @@ fn parse_timestamp(digits: &str) -> Option<i64> {
     let canonical = match bytes {
         [] => false,
         [b'0'] => true,
-        [first, rest @ ..] => {
-            (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit)
-        }
+        [first, rest @ ..] => (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit),
     };
     if !canonical {
         return None;
@@ -314,7 +314,10 @@ mod tests {
             (header(KEY_ID, &noncanonical, "n", "1"), Signature),
             (header(KEY_ID, &url_safe, "n", "1"), Signature),
             (header(KEY_ID, &SIGNATURE[4..], "n", "1"), Signature),
-            (header(KEY_ID, &format!("AAAA{SIGNATURE}"), "n", "1"), Signature),
+            (
+                header(KEY_ID, &format!("AAAA{SIGNATURE}"), "n", "1"),
+                Signature,
+            ),
             (header(KEY_ID, &"=".repeat(88), "n", "1"), Signature),
             (header(KEY_ID, SIGNATURE, "", "1"), Nonce),
             (header(KEY_ID, SIGNATURE, &long_nonce, "1"), Nonce),
@@ -365,9 +368,18 @@ mod tests {
     #[test]
     fn new_checks_its_parts() {
         let mac = [7u8; MAC_LEN];
-        assert_eq!(Credential::new("a:b", mac, "n", 1), Err(MalformedCredential::KeyId));
-        assert_eq!(Credential::new("k", mac, "", 1), Err(MalformedCredential::Nonce));
-        assert_eq!(Credential::new("k", mac, "n", -1), Err(MalformedCredential::Timestamp));
+        assert_eq!(
+            Credential::new("a:b", mac, "n", 1),
+            Err(MalformedCredential::KeyId)
+        );
+        assert_eq!(
+            Credential::new("k", mac, "", 1),
+            Err(MalformedCredential::Nonce)
+        );
+        assert_eq!(
+            Credential::new("k", mac, "n", -1),
+            Err(MalformedCredential::Timestamp)
+        );
         let credential = Credential::new("k", mac, "n", 5).unwrap();
         assert_eq!(Credential::parse(&credential.to_string()), Ok(credential));
     }

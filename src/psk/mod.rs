@@ -12,10 +12,10 @@
 mod credential;
 mod signing;
 
+pub(crate) use credential::names_scheme;
 pub use credential::{
     Credential, MalformedCredential, ENCODED_MAC_LEN, MAC_LEN, MAX_KEY_ID_LEN, MAX_NONCE_LEN,
     SCHEME,
 };
-pub(crate) use credential::names_scheme;
 pub(crate) use signing::verify_forms;
 pub use signing::{body_digest, BodyForm, BodyForms, HmacSha512, SigningString, UnknownBodyForm};

@@ -118,7 +118,9 @@ impl BodyForms {
 
     /// The forms in the set, in the order of [`BodyForm::ALL`].
     pub fn iter(self) -> impl Iterator<Item = BodyForm> {
-        BodyForm::ALL.into_iter().filter(move |form| self.contains(*form))
+        BodyForm::ALL
+            .into_iter()
+            .filter(move |form| self.contains(*form))
     }
 }
 
@@ -171,7 +173,12 @@ impl<'a> SigningString<'a> {
     }
 
     /// Signs these parts and `body` (given as its chunks) under `form`.
-    pub fn sign<B: AsRef<[u8]>>(&self, keyed: &HmacSha512, form: BodyForm, body: &[B]) -> [u8; MAC_LEN] {
+    pub fn sign<B: AsRef<[u8]>>(
+        &self,
+        keyed: &HmacSha512,
+        form: BodyForm,
+        body: &[B],
+    ) -> [u8; MAC_LEN] {
         let mut mac = self.keyed_prefix(keyed);
         feed_body(&mut mac, form, body);
         mac.finalize().into_bytes().into()
@@ -184,7 +191,9 @@ impl<'a> SigningString<'a> {
         self.feed_prefix(&mut |part| bytes.extend_from_slice(part));
         match form {
             BodyForm::Empty => {}
-            BodyForm::Raw => body.iter().for_each(|chunk| bytes.extend_from_slice(chunk.as_ref())),
+            BodyForm::Raw => body
+                .iter()
+                .for_each(|chunk| bytes.extend_from_slice(chunk.as_ref())),
             BodyForm::Digest => bytes.extend_from_slice(&body_digest(body)),
         }
         String::from_utf8_lossy(&bytes).into_owned()
@@ -261,7 +270,10 @@ mod tests {
 
     #[test]
     fn text_joins_the_parts_without_separators() {
-        assert_eq!(PARTS.to_text::<&[u8]>(BodyForm::Empty, &[]), "keyPOST/accounts/2n11528140529");
+        assert_eq!(
+            PARTS.to_text::<&[u8]>(BodyForm::Empty, &[]),
+            "keyPOST/accounts/2n11528140529"
+        );
         assert_eq!(
             PARTS.to_text(BodyForm::Raw, &[&b"{\"a\""[..], b":1}"]),
             "keyPOST/accounts/2n11528140529{\"a\":1}"
@@ -288,12 +300,18 @@ mod tests {
         let body = [b"{}"];
         for form in BodyForm::ALL {
             let tag = PARTS.sign(&key, form, &body);
-            assert_eq!(verify_forms(&key, &PARTS, BodyForms::ALL, &body, &tag), Some(form));
+            assert_eq!(
+                verify_forms(&key, &PARTS, BodyForms::ALL, &body, &tag),
+                Some(form)
+            );
             let others = BodyForms::ALL.without(form);
             assert_eq!(verify_forms(&key, &PARTS, others, &body, &tag), None);
         }
         let tag = PARTS.sign(&keyed("other"), BodyForm::Digest, &body);
-        assert_eq!(verify_forms(&key, &PARTS, BodyForms::ALL, &body, &tag), None);
+        assert_eq!(
+            verify_forms(&key, &PARTS, BodyForms::ALL, &body, &tag),
+            None
+        );
     }
 
     #[test]
@@ -301,11 +319,20 @@ mod tests {
         let key = keyed("secret");
         let none: [&[u8]; 0] = [];
         let tag = PARTS.sign(&key, BodyForm::Raw, &none);
-        assert_eq!(verify_forms(&key, &PARTS, BodyForms::ALL, &none, &tag), Some(BodyForm::Empty));
+        assert_eq!(
+            verify_forms(&key, &PARTS, BodyForms::ALL, &none, &tag),
+            Some(BodyForm::Empty)
+        );
         let raw_only = BodyForms::only(BodyForm::Raw);
-        assert_eq!(verify_forms(&key, &PARTS, raw_only, &none, &tag), Some(BodyForm::Raw));
+        assert_eq!(
+            verify_forms(&key, &PARTS, raw_only, &none, &tag),
+            Some(BodyForm::Raw)
+        );
         let digest = PARTS.sign(&key, BodyForm::Digest, &none);
-        assert_eq!(verify_forms(&key, &PARTS, BodyForms::ALL, &none, &digest), Some(BodyForm::Digest));
+        assert_eq!(
+            verify_forms(&key, &PARTS, BodyForms::ALL, &none, &digest),
+            Some(BodyForm::Digest)
+        );
         assert_eq!(verify_forms(&key, &PARTS, raw_only, &none, &digest), None);
     }
 

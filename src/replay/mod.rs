@@ -40,7 +40,13 @@ pub struct ReplayRecord<'a> {
 
 impl<'a> ReplayRecord<'a> {
     /// A record of a request; `unique_nonce` is on.
-    pub fn new(key_id: &'a str, nonce: &'a str, mac: &'a [u8; MAC_LEN], expires_at: i64, now: i64) -> Self {
+    pub fn new(
+        key_id: &'a str,
+        nonce: &'a str,
+        mac: &'a [u8; MAC_LEN],
+        expires_at: i64,
+        now: i64,
+    ) -> Self {
         ReplayRecord {
             key_id,
             nonce,

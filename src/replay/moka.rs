@@ -141,14 +141,18 @@ impl MokaReplayStore {
 
     fn try_insert(&self, key: u128, entry: Expiring, now: i64) -> Insert {
         let mut full = false;
-        let outcome = self.inner.cache.entry(key).and_compute_with(|existing| match existing {
-            Some(existing) if existing.value().expires_at >= now => Op::Nop,
-            _ if self.claim_slot() => Op::Put(entry),
-            _ => {
-                full = true;
-                Op::Nop
-            }
-        });
+        let outcome = self
+            .inner
+            .cache
+            .entry(key)
+            .and_compute_with(|existing| match existing {
+                Some(existing) if existing.value().expires_at >= now => Op::Nop,
+                _ if self.claim_slot() => Op::Put(entry),
+                _ => {
+                    full = true;
+                    Op::Nop
+                }
+            });
         match outcome {
             CompResult::Inserted(_) | CompResult::ReplacedWith(_) => Insert::Inserted,
             _ if full => Insert::Full,
@@ -269,9 +273,18 @@ mod tests {
     async fn refuses_a_repeated_mac_and_a_repeated_nonce() {
         let store = MokaReplayStore::default();
         let (a, b) = ([1u8; 64], [2u8; 64]);
-        assert_eq!(store.record(&record(&a, "n1")).await.unwrap(), Recorded::Fresh);
-        assert_eq!(store.record(&record(&a, "n2")).await.unwrap(), Recorded::ReplayedMac);
-        assert_eq!(store.record(&record(&b, "n1")).await.unwrap(), Recorded::ReplayedNonce);
+        assert_eq!(
+            store.record(&record(&a, "n1")).await.unwrap(),
+            Recorded::Fresh
+        );
+        assert_eq!(
+            store.record(&record(&a, "n2")).await.unwrap(),
+            Recorded::ReplayedMac
+        );
+        assert_eq!(
+            store.record(&record(&b, "n1")).await.unwrap(),
+            Recorded::ReplayedNonce
+        );
         // Another key may use the same nonce.
         let other_key = ReplayRecord::new("other", "n1", &b, NOW + 300, NOW);
         assert_eq!(store.record(&other_key).await.unwrap(), Recorded::Fresh);
@@ -282,11 +295,17 @@ mod tests {
         let store = MokaReplayStore::default();
         let (a, b) = ([1u8; 64], [2u8; 64]);
         store.record(&record(&a, "n1")).await.unwrap();
-        assert_eq!(store.record(&record(&b, "n1")).await.unwrap(), Recorded::ReplayedNonce);
+        assert_eq!(
+            store.record(&record(&b, "n1")).await.unwrap(),
+            Recorded::ReplayedNonce
+        );
         store.inner.cache.run_pending_tasks();
         assert_eq!(store.live_entries(), 2);
         // b's MAC was not kept: under a fresh nonce it is accepted.
-        assert_eq!(store.record(&record(&b, "n2")).await.unwrap(), Recorded::Fresh);
+        assert_eq!(
+            store.record(&record(&b, "n2")).await.unwrap(),
+            Recorded::Fresh
+        );
     }
 
     #[tokio::test]
@@ -296,7 +315,10 @@ mod tests {
         let loose = |mac| record(mac, "1700000000").unique_nonce(false);
         assert_eq!(store.record(&loose(&a)).await.unwrap(), Recorded::Fresh);
         assert_eq!(store.record(&loose(&b)).await.unwrap(), Recorded::Fresh);
-        assert_eq!(store.record(&loose(&a)).await.unwrap(), Recorded::ReplayedMac);
+        assert_eq!(
+            store.record(&loose(&a)).await.unwrap(),
+            Recorded::ReplayedMac
+        );
         assert_eq!(store.live_entries(), 2);
     }
 
@@ -307,7 +329,10 @@ mod tests {
         let early = ReplayRecord::new("key", "n", &mac, NOW + 10, NOW);
         assert_eq!(store.record(&early).await.unwrap(), Recorded::Fresh);
         let at_expiry = ReplayRecord::new("key", "n", &mac, NOW + 10, NOW + 10);
-        assert_eq!(store.record(&at_expiry).await.unwrap(), Recorded::ReplayedMac);
+        assert_eq!(
+            store.record(&at_expiry).await.unwrap(),
+            Recorded::ReplayedMac
+        );
         let after = ReplayRecord::new("key", "n", &mac, NOW + 20, NOW + 11);
         assert_eq!(store.record(&after).await.unwrap(), Recorded::Fresh);
     }
@@ -318,7 +343,10 @@ mod tests {
         for i in 0..2u8 {
             let mac = [i; 64];
             let nonce = i.to_string();
-            assert_eq!(store.record(&record(&mac, &nonce)).await.unwrap(), Recorded::Fresh);
+            assert_eq!(
+                store.record(&record(&mac, &nonce)).await.unwrap(),
+                Recorded::Fresh
+            );
         }
         let mac = [9u8; 64];
         assert!(matches!(
@@ -326,10 +354,16 @@ mod tests {
             Err(ReplayStoreError::Full { capacity: 4 })
         ));
         let loose = record(&mac, "9").unique_nonce(false);
-        assert!(matches!(store.record(&loose).await, Err(ReplayStoreError::Full { .. })));
+        assert!(matches!(
+            store.record(&loose).await,
+            Err(ReplayStoreError::Full { .. })
+        ));
         // The live entries are all still there.
         let first = [0u8; 64];
-        assert_eq!(store.record(&record(&first, "x")).await.unwrap(), Recorded::ReplayedMac);
+        assert_eq!(
+            store.record(&record(&first, "x")).await.unwrap(),
+            Recorded::ReplayedMac
+        );
         assert_eq!(store.live_entries(), 4);
     }
 

@@ -47,7 +47,11 @@ impl Body for VerifiedBody {
             self.remaining -= chunk.len() as u64;
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        Poll::Ready(self.trailers.take().map(|trailers| Ok(Frame::trailers(trailers))))
+        Poll::Ready(
+            self.trailers
+                .take()
+                .map(|trailers| Ok(Frame::trailers(trailers))),
+        )
     }
 
     fn is_end_stream(&self) -> bool {
@@ -86,7 +90,10 @@ where
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    buffered.trailers.get_or_insert_with(HeaderMap::new).extend(trailers);
+                    buffered
+                        .trailers
+                        .get_or_insert_with(HeaderMap::new)
+                        .extend(trailers);
                 }
             }
         }
@@ -125,5 +132,4 @@ mod tests {
         let at = read_limited(Full::new(Bytes::from(vec![0u8; 10])), 10).await;
         assert_eq!(at.unwrap().len(), 10);
     }
-
 }

@@ -64,13 +64,17 @@ mod extract {
         type Rejection = Rejection;
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
-            parts.extensions.get::<VerifiedKey>().cloned().ok_or_else(|| {
-                tracing::warn!(
-                    path = parts.uri.path(),
-                    "VerifiedKey extracted on a route without the ARMOR-PSK layer"
-                );
-                Rejection::MissingCredentials
-            })
+            parts
+                .extensions
+                .get::<VerifiedKey>()
+                .cloned()
+                .ok_or_else(|| {
+                    tracing::warn!(
+                        path = parts.uri.path(),
+                        "VerifiedKey extracted on a route without the ARMOR-PSK layer"
+                    );
+                    Rejection::MissingCredentials
+                })
         }
     }
 

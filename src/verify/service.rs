@@ -12,7 +12,9 @@ use super::body::{read_limited, VerifiedBody};
 use super::layer::{Config, VerifyPskLayer};
 use super::{ResponseFuture, VerifiedKey};
 use crate::key_store::KeyStore;
-use crate::psk::{names_scheme, verify_forms, Credential, MalformedCredential, SigningString, MAC_LEN};
+use crate::psk::{
+    names_scheme, verify_forms, Credential, MalformedCredential, SigningString, MAC_LEN,
+};
 use crate::rejection::Rejection;
 use crate::replay::{Recorded, ReplayRecord, ReplayStoreError};
 
@@ -122,7 +124,9 @@ fn check_header(config: &Config, headers: &HeaderMap) -> Result<Claim, Rejection
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(Rejection::MissingCredentials)?;
     if values.next().is_some() {
-        return Err(Rejection::MalformedCredentials(MalformedCredential::MultipleHeaders));
+        return Err(Rejection::MalformedCredentials(
+            MalformedCredential::MultipleHeaders,
+        ));
     }
     if !names_scheme(value.as_bytes()) {
         return Err(Rejection::MissingCredentials);
@@ -184,8 +188,14 @@ where
         timestamp: claim.timestamp,
     };
     let forms = config.forms_for(!body.is_empty());
-    let form = verify_forms(secret.hmac_sha512(), &signing, forms, body.chunks(), &claim.mac)
-        .ok_or(Rejection::BadSignature)?;
+    let form = verify_forms(
+        secret.hmac_sha512(),
+        &signing,
+        forms,
+        body.chunks(),
+        &claim.mac,
+    )
+    .ok_or(Rejection::BadSignature)?;
 
     // Reading the body took time: the timestamp must still be inside the window, so that the
     // entry recorded now outlives every copy of the request that could still be accepted.
@@ -206,9 +216,12 @@ where
         }
     }
 
-    parts
-        .extensions
-        .insert(VerifiedKey::new(claim.key_id, claim.nonce, claim.timestamp, form));
+    parts.extensions.insert(VerifiedKey::new(
+        claim.key_id,
+        claim.nonce,
+        claim.timestamp,
+        form,
+    ));
     Ok(Request::from_parts(parts, body))
 }
 
@@ -228,7 +241,10 @@ fn signed_path(parts: &http::request::Parts) -> &str {
 
 fn respond<ResBody: From<Bytes>>(config: &Config, rejection: Rejection) -> Response<ResBody> {
     tracing::debug!(code = rejection.code(), "ARMOR-PSK request refused");
-    let mut response = config.on_rejection.on_rejection(&rejection).map(ResBody::from);
+    let mut response = config
+        .on_rejection
+        .on_rejection(&rejection)
+        .map(ResBody::from);
     response.extensions_mut().insert(rejection);
     response
 }
