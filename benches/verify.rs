@@ -1,1 +1,243 @@
-fn main(){}
+//! Benchmarks of the verifier: `cargo bench --bench verify`.
+//!
+//! - `parse`: parsing an `Authorization` header;
+//! - `verify_small`: a signed `GET /accounts/2` without a body through the whole layer (moka
+//!   replay store included), against the floor of any verifier: one base64 decode and one
+//!   HMAC-SHA512;
+//! - `verify_body`: 1 KiB, 64 KiB and 1 MiB bodies through the layer, with only the `digest`
+//!   form configured, and with every form while the request was signed `raw` (so the digest is
+//!   tried first, then the raw form), against the floor of one SHA-512 pass over the body.
+//!
+//! Each request through the layer carries a fresh signature (a distinct nonce), else it would
+//! be refused as a replay: the setup of `iter_batched` signs it, outside the timed part.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::time::Duration;
+
+use armor_psk::key_store::MemoryKeyStore;
+use armor_psk::psk::{BodyForm, BodyForms, Credential, SigningString};
+use armor_psk::replay::MokaReplayStore;
+use armor_psk::verify::VerifiedBody;
+use armor_psk::{Signer, VerifyPskLayer};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
+use hmac::{Hmac, Mac};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
+use sha2::{Digest, Sha512};
+use tokio::runtime::Runtime;
+use tower::{Layer, Service, ServiceExt};
+
+const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
+const SECRET: &str = "Qm9ndXMgZGVtbyBzZWNyZXQgZm9yIHRoZSBiZW5jaGVz";
+const PATH: &str = "/accounts/2";
+const NONCE: &str = "8jbj872s2h";
+const TIMESTAMP: i64 = 1_528_140_529;
+
+/// Live entries the benches' replay stores may hold: every accepted request stays remembered
+/// (two entries) for as long as a bench runs, and the default capacity (1,200,000) could fill
+/// up during a long run and refuse requests with 503.
+const REPLAY_CAPACITY: u64 = 50_000_000;
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn short(group: &mut BenchmarkGroup<'_, WallTime>) {
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30);
+}
+
+/// The verifier over one demo key, with a replay store large enough for a whole bench.
+fn layer() -> VerifyPskLayer {
+    let keys = MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
+    VerifyPskLayer::new(keys)
+        .replay_store(MokaReplayStore::builder().capacity(REPLAY_CAPACITY).build())
+}
+
+/// An inner service that does nothing.
+fn no_op() -> impl Service<
+    Request<VerifiedBody>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future: Send,
+> + Clone
+       + Send
+       + 'static {
+    tower::service_fn(|_req: Request<VerifiedBody>| async {
+        Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+    })
+}
+
+fn signer() -> Signer {
+    Signer::new(KEY_ID, SECRET).expect("a valid key id")
+}
+
+fn signed_get(signer: &Signer) -> Request<Empty<Bytes>> {
+    let authorization = signer
+        .authorization(&Method::GET, PATH, b"")
+        .expect("signed");
+    Request::get(PATH)
+        .header(AUTHORIZATION, authorization)
+        .body(Empty::new())
+        .expect("a request")
+}
+
+fn signed_post(signer: &Signer, body: &Bytes) -> Request<Full<Bytes>> {
+    let authorization = signer
+        .authorization(&Method::POST, PATH, body)
+        .expect("signed");
+    Request::post(PATH)
+        .header(AUTHORIZATION, authorization)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(body.clone()))
+        .expect("a request")
+}
+
+/// Panics unless the service accepts `request`: a bench of refusals would measure nothing.
+fn assert_accepted<S, B>(runtime: &Runtime, service: &S, request: Request<B>)
+where
+    S: Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
+{
+    let response = runtime
+        .block_on(service.clone().oneshot(request))
+        .unwrap_or_else(|never| match never {});
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the layer refused a signed request"
+    );
+}
+
+fn parse(c: &mut Criterion) {
+    let header = signer()
+        .authorization_with(&Method::GET, PATH, b"", NONCE, TIMESTAMP)
+        .expect("signed");
+    let header = header.to_str().expect("ASCII").to_owned();
+    assert!(Credential::parse(&header).is_ok());
+
+    let mut group = c.benchmark_group("parse");
+    short(&mut group);
+    group.bench_function("credential", |b| {
+        b.iter(|| Credential::parse(black_box(&header)))
+    });
+    group.finish();
+}
+
+fn verify_small(c: &mut Criterion) {
+    let runtime = runtime();
+    let signer = signer();
+
+    // The floor: decode the signature, one HMAC-SHA512 over the signing string, compare.
+    let header = signer
+        .authorization_with(&Method::GET, PATH, b"", NONCE, TIMESTAMP)
+        .expect("signed");
+    let header = header.to_str().expect("ASCII").to_owned();
+    let signature = header
+        .split(':')
+        .nth(1)
+        .expect("a signature field")
+        .to_owned();
+    assert_eq!(signature.len(), 88);
+    let signing = SigningString {
+        key_id: KEY_ID,
+        method: "GET",
+        path: PATH,
+        nonce: NONCE,
+        timestamp: TIMESTAMP,
+    }
+    .to_text::<&[u8]>(BodyForm::Empty, &[]);
+    let keyed = Hmac::<Sha512>::new_from_slice(SECRET.as_bytes()).expect("any key length");
+    let floor = |signature: &str, signing: &str| {
+        let mut decoded = [0u8; 66];
+        let length = STANDARD
+            .decode_slice(signature, &mut decoded)
+            .expect("base64");
+        let mut mac = keyed.clone();
+        mac.update(signing.as_bytes());
+        mac.verify_slice(&decoded[..length]).is_ok()
+    };
+    assert!(floor(&signature, &signing), "the floor does not verify");
+
+    let service = layer().layer(no_op());
+    assert_accepted(&runtime, &service, signed_get(&signer));
+
+    let mut group = c.benchmark_group("verify_small");
+    short(&mut group);
+    group.bench_function("floor", |b| {
+        b.iter(|| floor(black_box(&signature), black_box(&signing)))
+    });
+    group.bench_function("layer_moka", |b| {
+        b.to_async(&runtime).iter_batched(
+            || signed_get(&signer),
+            |request| service.clone().oneshot(request),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+fn verify_body(c: &mut Criterion) {
+    let runtime = runtime();
+    let digest_signer = signer();
+    let raw_signer = signer().body_form(BodyForm::Raw);
+    let digest_only = layer()
+        .body_forms(BodyForms::only(BodyForm::Digest))
+        .layer(no_op());
+    let all_forms = layer().layer(no_op());
+
+    let mut group = c.benchmark_group("verify_body");
+    short(&mut group);
+    for (label, size) in [("1KiB", 1024), ("64KiB", 64 * 1024), ("1MiB", 1024 * 1024)] {
+        let body = Bytes::from(
+            (0..size)
+                .map(|i| b"{\"armor\": \"psk\"}\n"[i % 17])
+                .collect::<Vec<u8>>(),
+        );
+        assert_accepted(&runtime, &digest_only, signed_post(&digest_signer, &body));
+        assert_accepted(&runtime, &all_forms, signed_post(&raw_signer, &body));
+
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("sha512_floor", label), &body, |b, body| {
+            b.iter(|| Sha512::digest(black_box(body)))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("layer_digest_only", label),
+            &body,
+            |b, body| {
+                b.to_async(&runtime).iter_batched(
+                    || signed_post(&digest_signer, body),
+                    |request| digest_only.clone().oneshot(request),
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("layer_all_forms_signed_raw", label),
+            &body,
+            |b, body| {
+                b.to_async(&runtime).iter_batched(
+                    || signed_post(&raw_signer, body),
+                    |request| all_forms.clone().oneshot(request),
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, verify_small, verify_body);
+criterion_main!(benches);
