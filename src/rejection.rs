@@ -59,10 +59,18 @@ pub enum Rejection {
     /// `Content-Length`). 400 `body_read_failed`.
     #[error("the request body could not be read")]
     BodyReadFailed,
-    /// The key store did not answer. 503 `key_store_unavailable`.
+    /// The body did not arrive within the body-read timeout. 408 `body_timeout`.
+    #[error("the request body did not arrive within {timeout_secs} seconds")]
+    BodyTimeout {
+        /// The timeout, in whole seconds.
+        timeout_secs: u64,
+    },
+    /// The key store did not answer (it failed, timed out, or panicked).
+    /// 503 `key_store_unavailable`.
     #[error("the key store is unavailable")]
     KeyStoreUnavailable,
-    /// The replay store did not answer. 503 `nonce_store_unavailable`.
+    /// The replay store did not answer (it failed, timed out, or panicked).
+    /// 503 `nonce_store_unavailable`.
     #[error("the nonce store is unavailable")]
     NonceStoreUnavailable,
     /// The replay store is at capacity. 503 `nonce_store_full`.
@@ -82,6 +90,7 @@ impl Rejection {
             Rejection::ReplayedNonce => "replayed_nonce",
             Rejection::BodyTooLarge { .. } => "body_too_large",
             Rejection::BodyReadFailed => "body_read_failed",
+            Rejection::BodyTimeout { .. } => "body_timeout",
             Rejection::KeyStoreUnavailable => "key_store_unavailable",
             Rejection::NonceStoreUnavailable => "nonce_store_unavailable",
             Rejection::NonceStoreFull => "nonce_store_full",
@@ -100,6 +109,7 @@ impl Rejection {
                 StatusCode::BAD_REQUEST
             }
             Rejection::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::KeyStoreUnavailable
             | Rejection::NonceStoreUnavailable
             | Rejection::NonceStoreFull => StatusCode::SERVICE_UNAVAILABLE,
@@ -223,6 +233,7 @@ mod tests {
             (ReplayedNonce, 401, "replayed_nonce", true),
             (BodyTooLarge { limit: 1 }, 413, "body_too_large", false),
             (BodyReadFailed, 400, "body_read_failed", false),
+            (BodyTimeout { timeout_secs: 10 }, 408, "body_timeout", false),
             (KeyStoreUnavailable, 503, "key_store_unavailable", false),
             (NonceStoreUnavailable, 503, "nonce_store_unavailable", false),
             (NonceStoreFull, 503, "nonce_store_full", false),

@@ -20,6 +20,10 @@ pub const MAX_KEY_ID_LEN: usize = 256;
 /// Longest nonce accepted, in characters (the Armor documentation's limit).
 pub const MAX_NONCE_LEN: usize = 128;
 
+/// Longest header value looked at, in bytes: room for the longest valid credential with a
+/// generous run of spaces after the scheme. A longer value is refused before it is split.
+pub const MAX_HEADER_LEN: usize = 1024;
+
 /// A parsed ARMOR-PSK credential, borrowing from the header value it came from.
 ///
 /// ```
@@ -74,6 +78,9 @@ pub enum MalformedCredential {
     /// The header value is not visible ASCII.
     #[error("the header value is not visible ASCII")]
     NotAscii,
+    /// The header value is longer than any valid credential.
+    #[error("the header value is longer than 1024 bytes")]
+    TooLong,
 }
 
 impl<'a> Credential<'a> {
@@ -102,6 +109,9 @@ impl<'a> Credential<'a> {
     /// The scheme is matched case-insensitively and must be followed by one or more spaces;
     /// everything after them must be exactly `keyId:signature:nonce:timestamp`.
     pub fn parse(value: &'a str) -> Result<Self, MalformedCredential> {
+        if value.len() > MAX_HEADER_LEN {
+            return Err(MalformedCredential::TooLong);
+        }
         if value.eq_ignore_ascii_case(SCHEME) {
             return Err(MalformedCredential::FieldCount);
         }
@@ -130,6 +140,9 @@ impl<'a> Credential<'a> {
 
     /// Parses raw header bytes, as found in an [`http::HeaderValue`].
     pub fn parse_bytes(value: &'a [u8]) -> Result<Self, MalformedCredential> {
+        if value.len() > MAX_HEADER_LEN {
+            return Err(MalformedCredential::TooLong);
+        }
         let value = std::str::from_utf8(value).map_err(|_| MalformedCredential::NotAscii)?;
         Self::parse(value)
     }
@@ -334,6 +347,7 @@ mod tests {
             (header(KEY_ID, SIGNATURE, "n", "1e9"), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", &overflow), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", "١٥٢٨"), Timestamp),
+            (format!("ARMOR-PSK {}", "k".repeat(64 * 1024)), TooLong),
         ];
         for (value, expected) in cases {
             assert_eq!(Credential::parse(&value), Err(expected), "{value:?}");

@@ -14,8 +14,8 @@ mod signing;
 
 pub(crate) use credential::names_scheme;
 pub use credential::{
-    Credential, MalformedCredential, ENCODED_MAC_LEN, MAC_LEN, MAX_KEY_ID_LEN, MAX_NONCE_LEN,
-    SCHEME,
+    Credential, MalformedCredential, ENCODED_MAC_LEN, MAC_LEN, MAX_HEADER_LEN, MAX_KEY_ID_LEN,
+    MAX_NONCE_LEN, SCHEME,
 };
 pub(crate) use signing::verify_forms;
 pub use signing::{body_digest, BodyForm, BodyForms, HmacSha512, SigningString, UnknownBodyForm};

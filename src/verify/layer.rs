@@ -17,6 +17,12 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// The default body limit: 2 MiB, as axum's `DefaultBodyLimit`.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
+/// The default time a client has to send its whole body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time a key store or replay store has to answer.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Verifies ARMOR-PSK signatures before the inner service sees a request.
 ///
 /// Built with the key store, then configured with builder methods; every setting has a secure
@@ -47,6 +53,8 @@ pub(crate) struct Config {
     pub(crate) unsigned_body: bool,
     pub(crate) unique_nonce: bool,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
+    pub(crate) store_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_rejection: Arc<dyn OnRejection>,
 }
@@ -74,6 +82,8 @@ impl VerifyPskLayer {
                 unsigned_body: false,
                 unique_nonce: true,
                 body_limit: DEFAULT_BODY_LIMIT,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+                store_timeout: DEFAULT_STORE_TIMEOUT,
                 clock: Arc::new(SystemClock),
                 on_rejection: Arc::new(JsonRejection),
             }),
@@ -130,6 +140,19 @@ impl VerifyPskLayer {
         self.with(|config| config.body_limit = bytes)
     }
 
+    /// How long a client has to send its whole body, from when the verifier starts reading it.
+    /// Defaults to 10 seconds; a slower body gets 408 `body_timeout`. Needs a tokio runtime
+    /// with the time driver, as axum's server has.
+    pub fn body_timeout(self, timeout: Duration) -> Self {
+        self.with(|config| config.body_timeout = timeout)
+    }
+
+    /// How long the key store and the replay store each have to answer. Defaults to 5 seconds;
+    /// a store that takes longer (or fails, or panics) gets the request a 503.
+    pub fn store_timeout(self, timeout: Duration) -> Self {
+        self.with(|config| config.store_timeout = timeout)
+    }
+
     /// Where the verifier reads the time. Defaults to [`SystemClock`]; tests use
     /// [`ManualClock`](crate::clock::ManualClock).
     pub fn clock(self, clock: impl Clock) -> Self {
@@ -164,6 +187,8 @@ impl fmt::Debug for Config {
             .field("insecure_accept_unsigned_body", &self.unsigned_body)
             .field("unique_nonce", &self.unique_nonce)
             .field("body_limit", &self.body_limit)
+            .field("body_timeout", &self.body_timeout)
+            .field("store_timeout", &self.store_timeout)
             .finish_non_exhaustive()
     }
 }

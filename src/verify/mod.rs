@@ -4,9 +4,11 @@
 //!
 //! 1. parse the `Authorization` header (400 `malformed_credentials`, 401 `missing_credentials`);
 //! 2. check the timestamp against the window (401 `timestamp_out_of_window`);
-//! 3. look the key up (401 `unknown_key`, 503 `key_store_unavailable`);
-//! 4. read the body under the limit (413 `body_too_large`, from `Content-Length` before
-//!    reading, and while a body without one streams);
+//! 3. look the key up (401 `unknown_key`; 503 `key_store_unavailable` when the store fails,
+//!    panics or passes its timeout);
+//! 4. read the body under the limit and the timeout (413 `body_too_large`, from
+//!    `Content-Length` before reading, and while a body without one streams; 408
+//!    `body_timeout`; 400 `body_read_failed`);
 //! 5. verify the MAC in constant time against the accepted body forms (401 `bad_signature`);
 //! 6. record the request against replays (401 `replayed_nonce`, 503 `nonce_store_full` or
 //!    `nonce_store_unavailable`);
@@ -31,5 +33,7 @@ mod service;
 pub use body::VerifiedBody;
 pub use future::ResponseFuture;
 pub use identity::VerifiedKey;
-pub use layer::{VerifyPskLayer, DEFAULT_BODY_LIMIT, DEFAULT_WINDOW};
+pub use layer::{
+    VerifyPskLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW,
+};
 pub use service::VerifyPsk;

@@ -163,11 +163,16 @@ where
     B: Body,
     B::Error: fmt::Display,
 {
-    let secret = match config.key_store.lookup(&claim.key_id).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => return Err(Rejection::UnknownKey),
-        Err(error) => {
+    let lookup = guarded(config.store_timeout, config.key_store.lookup(&claim.key_id)).await;
+    let secret = match lookup {
+        Ok(Ok(Some(secret))) => secret,
+        Ok(Ok(None)) => return Err(Rejection::UnknownKey),
+        Ok(Err(error)) => {
             tracing::warn!(%error, key_id = %claim.key_id, "key store lookup failed");
+            return Err(Rejection::KeyStoreUnavailable);
+        }
+        Err(fault) => {
+            tracing::error!(key_id = %claim.key_id, "key store lookup {fault}");
             return Err(Rejection::KeyStoreUnavailable);
         }
     };
@@ -178,7 +183,11 @@ where
             limit: config.body_limit,
         });
     }
-    let mut body = read_limited(body, config.body_limit).await?;
+    let mut body = tokio::time::timeout(config.body_timeout, read_limited(body, config.body_limit))
+        .await
+        .map_err(|_| Rejection::BodyTimeout {
+            timeout_secs: config.body_timeout.as_secs(),
+        })??;
 
     let signing = SigningString {
         key_id: &claim.key_id,
@@ -203,15 +212,19 @@ where
     let expires_at = claim.timestamp.saturating_add_unsigned(config.window_secs);
     let record = ReplayRecord::new(&claim.key_id, &claim.nonce, &claim.mac, expires_at, now)
         .unique_nonce(config.unique_nonce);
-    match config.replay_store.record(&record).await {
-        Ok(Recorded::Fresh) => {}
-        Ok(_) => return Err(Rejection::ReplayedNonce),
-        Err(ReplayStoreError::Full { capacity }) => {
+    match guarded(config.store_timeout, config.replay_store.record(&record)).await {
+        Ok(Ok(Recorded::Fresh)) => {}
+        Ok(Ok(_)) => return Err(Rejection::ReplayedNonce),
+        Ok(Err(ReplayStoreError::Full { capacity })) => {
             tracing::warn!(capacity, "replay store is full: refusing requests");
             return Err(Rejection::NonceStoreFull);
         }
-        Err(error) => {
+        Ok(Err(error)) => {
             tracing::warn!(%error, "replay store failed");
+            return Err(Rejection::NonceStoreUnavailable);
+        }
+        Err(fault) => {
+            tracing::error!("replay store {fault}");
             return Err(Rejection::NonceStoreUnavailable);
         }
     }
@@ -223,6 +236,37 @@ where
         form,
     ));
     Ok(Request::from_parts(parts, body))
+}
+
+/// How a store call can fail besides its own error.
+#[derive(Debug)]
+enum StoreFault {
+    TimedOut(std::time::Duration),
+    Panicked,
+}
+
+impl fmt::Display for StoreFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreFault::TimedOut(after) => write!(f, "timed out after {after:?}"),
+            StoreFault::Panicked => f.write_str("panicked"),
+        }
+    }
+}
+
+/// Runs a store call under `timeout`, and turns a panic inside it into an error: one broken
+/// store call must cost one request a 503, not the connection or the worker.
+async fn guarded<T>(
+    timeout: std::time::Duration,
+    call: impl std::future::Future<Output = T>,
+) -> Result<T, StoreFault> {
+    use futures_util::FutureExt as _;
+    let call = std::panic::AssertUnwindSafe(call).catch_unwind();
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(_panic)) => Err(StoreFault::Panicked),
+        Err(_elapsed) => Err(StoreFault::TimedOut(timeout)),
+    }
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
