@@ -55,6 +55,9 @@
 //!
 //! - `axum` (default): [`VerifiedKey`] is an axum extractor, [`Rejection`] implements
 //!   `IntoResponse`, and the path is read from axum's `OriginalUri` behind `nest`.
+//! - `session` (default, through `cli`): FH-AUTH sessions (`session`) and the API-key route
+//!   policy (`policy`).
+//! - `cli` (default): the `armor-psk` binary.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 #![deny(unsafe_code, unreachable_pub)]
@@ -62,9 +65,13 @@
 
 pub mod clock;
 pub mod key_store;
+#[cfg(feature = "session")]
+pub mod policy;
 pub mod psk;
 pub mod rejection;
 pub mod replay;
+#[cfg(feature = "session")]
+pub mod session;
 mod signer;
 pub mod verify;
 

@@ -76,6 +76,22 @@ pub enum Rejection {
     /// The replay store is at capacity. 503 `nonce_store_full`.
     #[error("the nonce store is full")]
     NonceStoreFull,
+    /// An API key called a route that only a signed-in user may call (see
+    /// [`RoutePolicy`](crate::policy::RoutePolicy)). 403 `forbidden_for_api_key`.
+    #[error("Permission Denied to requested resource.")]
+    ForbiddenForApiKey,
+    /// An FH-AUTH access token is unknown, malformed or expired. 401 `invalid_token`.
+    #[error("the FH-AUTH access token is unknown or expired")]
+    InvalidToken,
+    /// `X-Account-Context` names an account the caller may not act on. 403 `forbidden_account`.
+    #[error("the account in X-Account-Context is not one of the caller's accounts")]
+    ForbiddenAccount,
+    /// `X-Account-Context` is not an integer. 400 `invalid_account_context`.
+    #[error("X-Account-Context must be an integer account id")]
+    InvalidAccountContext,
+    /// The FH-AUTH session store did not answer. 503 `session_store_unavailable`.
+    #[error("the session store is unavailable")]
+    SessionStoreUnavailable,
 }
 
 impl Rejection {
@@ -94,6 +110,11 @@ impl Rejection {
             Rejection::KeyStoreUnavailable => "key_store_unavailable",
             Rejection::NonceStoreUnavailable => "nonce_store_unavailable",
             Rejection::NonceStoreFull => "nonce_store_full",
+            Rejection::ForbiddenForApiKey => "forbidden_for_api_key",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::ForbiddenAccount => "forbidden_account",
+            Rejection::InvalidAccountContext => "invalid_account_context",
+            Rejection::SessionStoreUnavailable => "session_store_unavailable",
         }
     }
 
@@ -104,31 +125,35 @@ impl Rejection {
             | Rejection::UnknownKey
             | Rejection::BadSignature
             | Rejection::TimestampOutOfWindow { .. }
-            | Rejection::ReplayedNonce => StatusCode::UNAUTHORIZED,
-            Rejection::MalformedCredentials(_) | Rejection::BodyReadFailed => {
-                StatusCode::BAD_REQUEST
-            }
+            | Rejection::ReplayedNonce
+            | Rejection::InvalidToken => StatusCode::UNAUTHORIZED,
+            Rejection::MalformedCredentials(_)
+            | Rejection::BodyReadFailed
+            | Rejection::InvalidAccountContext => StatusCode::BAD_REQUEST,
+            Rejection::ForbiddenForApiKey | Rejection::ForbiddenAccount => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::KeyStoreUnavailable
             | Rejection::NonceStoreUnavailable
-            | Rejection::NonceStoreFull => StatusCode::SERVICE_UNAVAILABLE,
+            | Rejection::NonceStoreFull
+            | Rejection::SessionStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// Whether the response carries the `WWW-Authenticate: ARMOR-PSK` challenge (401s, and the
-    /// 400 for malformed credentials).
-    pub fn challenges(&self) -> bool {
-        self.status() == StatusCode::UNAUTHORIZED
-            || matches!(self, Rejection::MalformedCredentials(_))
+    /// The `WWW-Authenticate` challenge the response carries: `ARMOR-PSK` for the 401s and the
+    /// 400 for malformed credentials, `FH-AUTH` for an invalid session token.
+    pub fn challenge(&self) -> Option<&'static str> {
+        match self {
+            Rejection::InvalidToken => Some("FH-AUTH"),
+            Rejection::MalformedCredentials(_) => Some(crate::psk::SCHEME),
+            _ if self.status() == StatusCode::UNAUTHORIZED => Some(crate::psk::SCHEME),
+            _ => None,
+        }
     }
 
     /// The JSON body: `{"error":{"code":"…","message":"…"}}`.
     pub fn json_body(&self) -> Bytes {
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        });
-        Bytes::from(body.to_string())
+        error_body(self.code(), &self.to_string())
     }
 
     /// The default response: status, JSON body, the challenge where it applies, and for
@@ -138,11 +163,8 @@ impl Rejection {
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if self.challenges() {
-            headers.insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static(crate::psk::SCHEME),
-            );
+        if let Some(challenge) = self.challenge() {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Rejection::TimestampOutOfWindow { server_time, .. } = self {
             if let Some(date) = http_date(*server_time).and_then(|d| HeaderValue::try_from(d).ok())
@@ -152,6 +174,12 @@ impl Rejection {
         }
         response
     }
+}
+
+/// The crate's error body, `{"error":{"code":"…","message":"…"}}`.
+pub(crate) fn error_body(code: &str, message: &str) -> Bytes {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    Bytes::from(body.to_string())
 }
 
 /// Builds the response for a refused request, in place of [`Rejection::to_response`].
@@ -183,6 +211,17 @@ where
     fn on_rejection(&self, rejection: &Rejection) -> Response<Bytes> {
         self(rejection)
     }
+}
+
+/// The response `on_rejection` builds, with the rejection in its extensions.
+pub(crate) fn respond<B: From<Bytes>>(
+    on_rejection: &dyn OnRejection,
+    rejection: Rejection,
+) -> Response<B> {
+    tracing::debug!(code = rejection.code(), "request refused");
+    let mut response = on_rejection.on_rejection(&rejection).map(B::from);
+    response.extensions_mut().insert(rejection);
+    response
 }
 
 /// The default [`OnRejection`]: [`Rejection::to_response`].
@@ -237,6 +276,16 @@ mod tests {
             (KeyStoreUnavailable, 503, "key_store_unavailable", false),
             (NonceStoreUnavailable, 503, "nonce_store_unavailable", false),
             (NonceStoreFull, 503, "nonce_store_full", false),
+            (ForbiddenForApiKey, 403, "forbidden_for_api_key", false),
+            (InvalidToken, 401, "invalid_token", true),
+            (ForbiddenAccount, 403, "forbidden_account", false),
+            (InvalidAccountContext, 400, "invalid_account_context", false),
+            (
+                SessionStoreUnavailable,
+                503,
+                "session_store_unavailable",
+                false,
+            ),
         ];
         for (rejection, status, code, challenge) in cases {
             let response = rejection.to_response();

@@ -21,6 +21,7 @@ use crate::psk::MAX_KEY_ID_LEN;
 /// id = "0c3f0a1e-9d35-4c1e-8f2b-5b8e3f6c2d11"
 /// secret = "..."
 /// disabled = true               # optional: the key is refused as unknown
+/// accounts = [1234, 5678]       # optional: the accounts the key may act on
 /// ```
 ///
 /// Other top-level tables are ignored, so the file can carry settings of other tools; inside a
@@ -43,7 +44,12 @@ pub struct FileKeyStore {
     keys: Arc<RwLock<Arc<KeySet>>>,
 }
 
-type KeySet = HashMap<String, Secret>;
+type KeySet = HashMap<String, KeyRecord>;
+
+struct KeyRecord {
+    secret: Secret,
+    accounts: Vec<i64>,
+}
 
 /// Why a keys file could not be loaded. The message names the file and the fault, never a
 /// secret.
@@ -94,6 +100,8 @@ struct KeyEntry {
     name: Option<String>,
     #[serde(default)]
     disabled: bool,
+    #[serde(default)]
+    accounts: Vec<i64>,
 }
 
 impl FileKeyStore {
@@ -132,6 +140,14 @@ impl FileKeyStore {
         self.current().is_empty()
     }
 
+    /// The accounts an active key may act on (its `accounts` list; empty when it has none).
+    pub fn accounts(&self, key_id: &str) -> Vec<i64> {
+        self.current()
+            .get(key_id)
+            .map(|record| record.accounts.clone())
+            .unwrap_or_default()
+    }
+
     fn current(&self) -> Arc<KeySet> {
         Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -150,7 +166,7 @@ impl fmt::Debug for FileKeyStore {
 impl KeyStore for FileKeyStore {
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(keys.get(key_id).cloned())
+        Ok(keys.get(key_id).map(|record| record.secret.clone()))
     }
 }
 
@@ -190,9 +206,12 @@ fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
                 entry.id
             )));
         }
-        let secret = Secret::new(entry.secret.into_bytes());
+        let record = KeyRecord {
+            secret: Secret::new(entry.secret.into_bytes()),
+            accounts: entry.accounts,
+        };
         if !entry.disabled {
-            keys.insert(entry.id, secret);
+            keys.insert(entry.id, record);
         }
     }
     Ok(keys)
@@ -228,6 +247,7 @@ mod tests {
         id = "key-1"
         secret = "secret-one"
         name = "first"
+        accounts = [7, 8]
 
         [[keys]]
         id = "key-2"
@@ -249,6 +269,8 @@ mod tests {
         );
         assert_eq!(store.lookup("key-2").await.unwrap(), None);
         assert_eq!(store.len(), 1);
+        assert_eq!(store.accounts("key-1"), [7, 8]);
+        assert!(store.accounts("key-2").is_empty());
     }
 
     #[tokio::test]

@@ -1,0 +1,394 @@
+//! `armor-psk serve`: the Armor API test double.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
+use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
+use armor_psk::{Rejection, Signer, VerifyPskLayer};
+use axum::body::{Body, Bytes};
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::keys_file::load_users;
+use crate::tools::{new_key, shell_quote};
+use crate::Fatal;
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on (port 0 picks a free one; the address is printed).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The keys file: [[keys]] (id, secret, name, disabled, accounts) and [[users]]
+    /// (username, password_hash, accounts). SIGHUP reloads it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
+    keys: Option<PathBuf>,
+    /// Make a demo key and user (no file needed), print them and lines ready to paste.
+    #[arg(long)]
+    demo: bool,
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<(), Fatal> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| Fatal(format!("cannot start the runtime: {error}")))?;
+    runtime.block_on(serve(args))
+}
+
+type KeyAccounts = Box<dyn Fn(&str) -> Vec<i64> + Send + Sync>;
+
+/// What the server authenticates against, and how to reload it.
+struct Directory {
+    key_store: Box<dyn KeyStore>,
+    key_accounts: KeyAccounts,
+    users: Users,
+    file: Option<(PathBuf, FileKeyStore)>,
+    demo: Option<Demo>,
+}
+
+struct Demo {
+    key_id: String,
+    secret: zeroize::Zeroizing<String>,
+    username: String,
+    password: zeroize::Zeroizing<String>,
+}
+
+fn open_file(path: PathBuf) -> Result<Directory, Fatal> {
+    let store = FileKeyStore::open(&path)?;
+    let users = load_users(&path).map_err(Fatal)?;
+    let accounts = store.clone();
+    Ok(Directory {
+        key_store: Box::new(store.clone()),
+        key_accounts: Box::new(move |key_id| accounts.accounts(key_id)),
+        users,
+        file: Some((path, store)),
+        demo: None,
+    })
+}
+
+fn make_demo() -> Result<Directory, Fatal> {
+    let (key_id, secret) = new_key();
+    let username = "demo@example.com".to_owned();
+    let password =
+        zeroize::Zeroizing::new(uuid::Uuid::new_v4().simple().to_string()[..20].to_owned());
+    let user = User::new(
+        username.clone(),
+        hash_password(&password)?,
+        vec![1001, 1002],
+    )?;
+    Ok(Directory {
+        key_store: Box::new(
+            MemoryKeyStore::builder()
+                .key(key_id.clone(), secret.as_str())
+                .build(),
+        ),
+        key_accounts: Box::new(|_| Vec::new()),
+        users: [user].into_iter().collect(),
+        file: None,
+        demo: Some(Demo {
+            key_id,
+            secret,
+            username,
+            password,
+        }),
+    })
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Fatal> {
+    let directory = match args.keys {
+        Some(path) => open_file(path)?,
+        None => make_demo()?,
+    };
+    let sessions = Sessions::builder(directory.users).build();
+    let key_accounts = directory.key_accounts;
+    let auth = ArmorAuthLayer::new(VerifyPskLayer::new(directory.key_store), sessions.clone())
+        .key_accounts(move |key_id| key_accounts(key_id));
+    let metrics = Metrics::default();
+
+    let api = Router::new()
+        .route("/me", get(me))
+        .fallback(echo)
+        .layer(middleware::from_fn(expose_identity))
+        .layer(auth);
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics.clone())
+        .merge(sessions.router())
+        .merge(api)
+        .layer(middleware::from_fn_with_state(metrics, observe));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| Fatal(format!("cannot listen on {}: {error}", args.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|error| Fatal(format!("cannot read the listening address: {error}")))?;
+    println!("armor-psk: serving the Armor API test double on http://{address}");
+    if let Some(demo) = &directory.demo {
+        print_demo(demo, address)?;
+    }
+    if let Some((path, store)) = directory.file {
+        tokio::spawn(reload_on_hangup(path, store, sessions));
+    }
+    tracing::info!(%address, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|error| Fatal(format!("server error: {error}")))?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+fn print_demo(demo: &Demo, address: SocketAddr) -> Result<(), Fatal> {
+    let base = format!("http://{address}");
+    let exe = std::env::current_exe()
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "armor-psk".to_owned());
+    let header = Signer::new(demo.key_id.as_str(), demo.secret.as_str())?.authorization(
+        &Method::GET,
+        "/me",
+        b"",
+    )?;
+    let sign_in = json!({ "username": demo.username, "password": demo.password.as_str() });
+    println!("demo key id:   {}", demo.key_id);
+    println!("demo secret:   {}", demo.secret.as_str());
+    println!("demo user:     {}", demo.username);
+    println!("demo password: {}", demo.password.as_str());
+    println!("Paste to try (a signature is good once, within 5 minutes):");
+    println!(
+        "  curl -sS {base}/me -H {}",
+        shell_quote(&format!("Authorization: {}", header.to_str()?))
+    );
+    println!(
+        "  ARMOR_PSK_SECRET={} {} sign --key-id {} --secret-env ARMOR_PSK_SECRET --curl GET {base}/me | sh",
+        shell_quote(&demo.secret),
+        shell_quote(&exe),
+        demo.key_id
+    );
+    println!(
+        "  curl -sS -X POST {base}/auth/authorize -H 'Content-Type: application/json' --data-binary {}",
+        shell_quote(&sign_in.to_string())
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(unix)]
+async fn reload_on_hangup(path: PathBuf, store: FileKeyStore, sessions: Sessions) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: the keys file will not be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        // Users first: if either part is broken, nothing is swapped.
+        let outcome = load_users(&path).and_then(|users| {
+            let keys = store.reload().map_err(|error| error.to_string())?;
+            let count = users.len();
+            sessions.set_users(users);
+            Ok((keys, count))
+        });
+        match outcome {
+            Ok((keys, users)) => tracing::info!(keys, users, "reloaded {}", path.display()),
+            Err(error) => {
+                tracing::error!("reload failed, keeping the keys and users in use: {error}")
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_hangup(_: PathBuf, _: FileKeyStore, _: Sessions) {}
+
+fn identity_json(identity: &Identity) -> Value {
+    match identity {
+        Identity::ApiKey { key, account } => json!({
+            "scheme": "ARMOR-PSK",
+            "key_id": key.key_id(),
+            "account": account,
+        }),
+        Identity::User { session, account } => json!({
+            "scheme": "FH-AUTH",
+            "username": session.username,
+            "accounts": accounts_json(&session.accounts),
+            "account": account,
+        }),
+        _ => json!({}),
+    }
+}
+
+fn accounts_json(accounts: &[i64]) -> Vec<Value> {
+    accounts.iter().map(|id| json!({ "id": id })).collect()
+}
+
+async fn me(identity: Identity) -> Json<Value> {
+    Json(match &identity {
+        Identity::User { session, .. } => json!({
+            "username": session.username,
+            "accounts": accounts_json(&session.accounts),
+        }),
+        _ => json!({ "key_id": identity.key_id() }),
+    })
+}
+
+async fn echo(
+    identity: Identity,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    body: Bytes,
+) -> Json<Value> {
+    let body_form = match &identity {
+        Identity::ApiKey { key, .. } => Some(key.body_form().as_str()),
+        _ => None,
+    };
+    Json(json!({
+        "identity": identity_json(&identity),
+        "method": method.as_str(),
+        "path": uri.path(),
+        "query": uri.query(),
+        "body_form": body_form,
+        "body_length": body.len(),
+    }))
+}
+
+/// Copies the caller's identity into the response, for the log line and the metrics outside.
+async fn expose_identity(request: Request, next: Next) -> Response {
+    let identity = request.extensions().get::<Identity>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(identity) = identity {
+        response.extensions_mut().insert(identity);
+    }
+    response
+}
+
+/// Counters for `/metrics`, by outcome code and by body form.
+#[derive(Clone, Default)]
+struct Metrics {
+    counts: Arc<Mutex<BTreeMap<(&'static str, String), u64>>>,
+}
+
+impl Metrics {
+    fn add(&self, family: &'static str, label: String) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        *counts.entry((family, label)).or_insert(0) += 1;
+    }
+}
+
+const FAMILIES: [(&str, &str, &str); 3] = [
+    (
+        "armor_psk_requests_total",
+        "outcome",
+        "Authenticated routes' requests by outcome: ok, or the refusal code.",
+    ),
+    (
+        "armor_psk_body_forms_total",
+        "form",
+        "Accepted ARMOR-PSK requests by the body form they were signed with.",
+    ),
+    (
+        "armor_psk_responses_total",
+        "status",
+        "All responses by HTTP status.",
+    ),
+];
+
+async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    let counts = metrics
+        .counts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut text = String::new();
+    for (family, label, help) in FAMILIES {
+        text.push_str(&format!(
+            "# HELP {family} {help}\n# TYPE {family} counter\n"
+        ));
+        for ((name, value), count) in counts.iter().filter(|((name, _), _)| *name == family) {
+            text.push_str(&format!("{name}{{{label}=\"{value}\"}} {count}\n"));
+        }
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text)
+}
+
+/// One log line per request, and the counters. Never the Authorization header: only its
+/// outcome, the key id or username, and the request line without its query.
+async fn observe(State(metrics): State<Metrics>, request: Request<Body>, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let identity = response.extensions().get::<Identity>();
+    let outcome = match (response.extensions().get::<Rejection>(), identity) {
+        (Some(rejection), _) => Some(rejection.code()),
+        (None, Some(_)) => Some("ok"),
+        (None, None) => None,
+    };
+    if let Some(outcome) = outcome {
+        metrics.add("armor_psk_requests_total", outcome.to_owned());
+    }
+    if let Some(Identity::ApiKey { key, .. }) = identity {
+        metrics.add(
+            "armor_psk_body_forms_total",
+            key.body_form().as_str().to_owned(),
+        );
+    }
+    metrics.add("armor_psk_responses_total", status.as_u16().to_string());
+    tracing::info!(
+        %method,
+        path,
+        status = status.as_u16(),
+        outcome = outcome.unwrap_or("-"),
+        key_id = identity.and_then(Identity::key_id).unwrap_or("-"),
+        username = identity.and_then(Identity::username).unwrap_or("-"),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::warn!(%method, path, "internal error");
+    }
+    response
+}

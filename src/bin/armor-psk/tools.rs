@@ -1,0 +1,189 @@
+//! `sign`, `keygen` and `hash-password`.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use armor_psk::psk::BodyForm;
+use armor_psk::Signer;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use clap::Args;
+use http::Method;
+use zeroize::Zeroizing;
+
+use crate::{Fatal, SecretSource};
+
+#[derive(Args)]
+pub(crate) struct SignArgs {
+    /// The API key id.
+    #[arg(long)]
+    key_id: String,
+    #[command(flatten)]
+    secret: SecretSource,
+    /// How the body enters the signature.
+    #[arg(long, default_value = "digest", value_parser = ["digest", "raw", "empty"])]
+    form: String,
+    /// The nonce (default: a random UUID v4).
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Print a whole curl command rather than the header value.
+    #[arg(long)]
+    curl: bool,
+    /// The request body: a string, or @FILE to read it from a file.
+    #[arg(long)]
+    data: Option<String>,
+    /// The request method (GET, POST, ...).
+    method: String,
+    /// The request URL (scheme, host and query are not signed).
+    url: String,
+}
+
+#[derive(Args)]
+pub(crate) struct KeygenArgs {
+    /// Append the key to this keys file (created with mode 0600 if missing).
+    #[arg(long, value_name = "FILE")]
+    keys: Option<PathBuf>,
+    /// A name for the key, for people and logs.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+pub(crate) fn read_secret(source: &SecretSource) -> Result<Zeroizing<String>, Fatal> {
+    let secret = match (&source.secret_env, &source.secret_file) {
+        (Some(var), _) => std::env::var(var).map_err(|_| {
+            Fatal(format!(
+                "environment variable {var} is not set (or not UTF-8)"
+            ))
+        })?,
+        (None, Some(path)) => {
+            let mut text = std::fs::read_to_string(path)
+                .map_err(|error| Fatal(format!("{}: {error}", path.display())))?;
+            if text.ends_with('\n') {
+                text.pop();
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+            text
+        }
+        (None, None) => return Err(Fatal("give --secret-env or --secret-file".into())),
+    };
+    if secret.is_empty() {
+        return Err(Fatal("the secret is empty".into()));
+    }
+    Ok(Zeroizing::new(secret))
+}
+
+pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
+    let secret = read_secret(&args.secret)?;
+    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| Fatal(format!("{:?} is not an HTTP method", args.method)))?;
+    let uri: http::Uri = args
+        .url
+        .parse()
+        .map_err(|error| Fatal(format!("{:?} is not a URL: {error}", args.url)))?;
+    let body = match args.data.as_deref() {
+        None => Vec::new(),
+        Some(data) => match data.strip_prefix('@') {
+            Some(path) => std::fs::read(path).map_err(|error| Fatal(format!("{path}: {error}")))?,
+            None => data.as_bytes().to_vec(),
+        },
+    };
+    let form: BodyForm = args.form.parse()?;
+    let signer = Signer::new(args.key_id, secret.as_str())?.body_form(form);
+    let path = uri.path();
+    let header = match &args.nonce {
+        Some(nonce) => {
+            let now = armor_psk::clock::Clock::now_unix(&armor_psk::clock::SystemClock);
+            signer.authorization_with(&method, path, &body, nonce, now)?
+        }
+        None => signer.authorization(&method, path, &body)?,
+    };
+    let header = header.to_str()?;
+    if !args.curl {
+        println!("{header}");
+        return Ok(());
+    }
+    let mut command = format!(
+        "curl -sS -X {method} {} -H {} -H 'Content-Type: application/json'",
+        shell_quote(&args.url),
+        shell_quote(&format!("Authorization: {header}"))
+    );
+    if let Some(data) = &args.data {
+        let data = match data.strip_prefix('@') {
+            Some(path) => format!("@{path}"),
+            None => data.clone(),
+        };
+        command.push_str(&format!(" --data-binary {}", shell_quote(&data)));
+    }
+    println!("{command}");
+    Ok(())
+}
+
+/// Single-quotes `text` for a POSIX shell.
+pub(crate) fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A new key: a UUID v4 id and 32 random bytes of secret, in standard base64.
+pub(crate) fn new_key() -> (String, Zeroizing<String>) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let secret = Zeroizing::new(STANDARD.encode(rand::random::<[u8; 32]>()));
+    (id, secret)
+}
+
+pub(crate) fn keygen(args: KeygenArgs) -> Result<(), Fatal> {
+    let (id, secret) = new_key();
+    let mut table = format!(
+        "[[keys]]\nid = {}\nsecret = {}\n",
+        toml_string(&id),
+        toml_string(&secret)
+    );
+    if let Some(name) = &args.name {
+        table.push_str(&format!("name = {}\n", toml_string(name)));
+    }
+    let Some(path) = &args.keys else {
+        print!("{table}");
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|error| Fatal(format!("{}: {error}", path.display())))?;
+    let separator = if file.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
+        "\n"
+    } else {
+        ""
+    };
+    file.write_all(format!("{separator}{table}").as_bytes())
+        .map_err(|error| Fatal(format!("{}: {error}", path.display())))?;
+    println!("key id: {id}");
+    println!(
+        "secret: {} (shown once: it is in {} and nowhere else)",
+        secret.as_str(),
+        path.display()
+    );
+    Ok(())
+}
+
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+pub(crate) fn hash_password() -> Result<(), Fatal> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| Fatal(format!("cannot read the password from stdin: {error}")))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(Fatal("the password is empty".into()));
+    }
+    println!("{}", armor_psk::session::hash_password(password)?);
+    Ok(())
+}

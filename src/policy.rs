@@ -1,0 +1,339 @@
+//! Routes an API key may not call.
+//!
+//! The Armor API refuses a request authenticated with ARMOR-PSK on the account-management
+//! routes (the user, key and security endpoints); a user signed in with FH-AUTH may call them.
+//! [`RoutePolicy::armor_default`] holds that list; [`RoutePolicy::deny`] and
+//! [`RoutePolicy::allow`] change it, and [`RoutePolicy::forbids`] answers for one request.
+//!
+//! Patterns are absolute paths whose segments are literals, `{name}` (one non-empty segment)
+//! or `{name:int}` (ASCII digits only). Matching is made to deny rather than to miss:
+//! literals match case-insensitively (the Armor API's routes do), the path is percent-decoded
+//! segment by segment before matching, and a trailing slash is optional on both sides.
+//!
+//! ```
+//! use armor_psk::policy::RoutePolicy;
+//! use http::Method;
+//!
+//! let policy = RoutePolicy::armor_default();
+//! assert!(policy.forbids(&Method::GET, "/users/42/keys"));
+//! assert!(policy.forbids(&Method::PUT, "/users/42"));
+//! assert!(!policy.forbids(&Method::PUT, "/users/abc")); // {id:int} takes digits only
+//! assert!(!policy.forbids(&Method::GET, "/accounts/2"));
+//!
+//! let custom = RoutePolicy::empty().deny(Method::DELETE, "/accounts/{id:int}").unwrap();
+//! assert!(custom.forbids(&Method::DELETE, "/accounts/7/"));
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+
+use http::Method;
+
+/// The routes of the Armor API that an API key may not call (protocol notes §4).
+pub const ARMOR_FORBIDDEN_FOR_API_KEYS: [(&str, &str); 21] = [
+    ("GET", "/users/{id}/keys"),
+    ("DELETE", "/users/{id}/keys/{key}"),
+    ("POST", "/users/{id}/keys"),
+    ("GET", "/users/{id:int}/ActivationCode"),
+    ("POST", "/users/resetpassword"),
+    ("POST", "/users/setpassword"),
+    ("PUT", "/users/{id:int}"),
+    ("POST", "/users/status"),
+    ("POST", "/users/"),
+    ("POST", "/users/{userId:int}/invite"),
+    ("GET", "/users/LockedOut/{accountId}/{email}"),
+    ("POST", "/users/unlock/{accountId}/{email}"),
+    ("DELETE", "/users/softDelete"),
+    ("PUT", "/usersecurity/challengephrase"),
+    ("GET", "/usersecurity/securityinformation/{referencekey}"),
+    ("POST", "/usersecurity/securityinformation/{referencekey}"),
+    (
+        "POST",
+        "/usersecurity/securityinformation/existing/{referencekey}",
+    ),
+    ("GET", "/usersecurity/challengephrase/{userId}"),
+    ("POST", "/usersecurity/validatemfaphone"),
+    (
+        "POST",
+        "/usersecurity/securityinformation/{accountId}/{userId}",
+    ),
+    ("POST", "/usersecurity/validatephoneapppin"),
+];
+
+/// A set of `(method, route pattern)` rules that API keys may not call.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    rules: Vec<Rule>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Rule {
+    method: Method,
+    pattern: String,
+    segments: Vec<Segment>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Any,
+    Digits,
+}
+
+/// A route pattern that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid route pattern {pattern:?}: {reason}")]
+pub struct InvalidPattern {
+    pattern: String,
+    reason: &'static str,
+}
+
+impl RoutePolicy {
+    /// No rule: every route is open to API keys.
+    pub fn empty() -> Self {
+        RoutePolicy::default()
+    }
+
+    /// The Armor API's list: [`ARMOR_FORBIDDEN_FOR_API_KEYS`].
+    pub fn armor_default() -> Self {
+        ARMOR_FORBIDDEN_FOR_API_KEYS
+            .iter()
+            .try_fold(RoutePolicy::empty(), |policy, (method, pattern)| {
+                let method = Method::from_bytes(method.as_bytes()).ok()?;
+                policy.deny(method, pattern).ok()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Adds a rule: API keys may not call `method` on routes matching `pattern`.
+    pub fn deny(mut self, method: Method, pattern: &str) -> Result<Self, InvalidPattern> {
+        let segments = parse_pattern(pattern)?;
+        self.rules
+            .retain(|rule| !(rule.method == method && rule.segments == segments));
+        self.rules.push(Rule {
+            method,
+            pattern: pattern.to_owned(),
+            segments,
+        });
+        Ok(self)
+    }
+
+    /// Removes the rule for `method` and `pattern` (spelt as it was added, or as in the default
+    /// list), if there is one.
+    #[must_use]
+    pub fn allow(mut self, method: &Method, pattern: &str) -> Self {
+        if let Ok(segments) = parse_pattern(pattern) {
+            self.rules
+                .retain(|rule| !(rule.method == *method && rule.segments == segments));
+        }
+        self
+    }
+
+    /// Whether an API key may not call `method` on `path` (the path only, without the query).
+    pub fn forbids(&self, method: &Method, path: &str) -> bool {
+        let segments = path_segments(path);
+        self.rules
+            .iter()
+            .any(|rule| rule.method == *method && rule.matches(&segments))
+    }
+
+    /// The rules, as `(method, pattern)`.
+    pub fn rules(&self) -> impl Iterator<Item = (&Method, &str)> {
+        self.rules
+            .iter()
+            .map(|rule| (&rule.method, rule.pattern.as_str()))
+    }
+
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there is no rule.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+impl fmt::Debug for RoutePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.rules()
+                    .map(|(method, pattern)| format!("{method} {pattern}")),
+            )
+            .finish()
+    }
+}
+
+impl Rule {
+    fn matches(&self, path: &[Cow<'_, str>]) -> bool {
+        self.segments.len() == path.len()
+            && self
+                .segments
+                .iter()
+                .zip(path)
+                .all(|(segment, part)| match segment {
+                    Segment::Literal(literal) => literal.eq_ignore_ascii_case(part),
+                    Segment::Any => !part.is_empty(),
+                    Segment::Digits => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+                })
+    }
+}
+
+fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, InvalidPattern> {
+    let invalid = |reason| InvalidPattern {
+        pattern: pattern.to_owned(),
+        reason,
+    };
+    let rest = pattern
+        .strip_prefix('/')
+        .ok_or_else(|| invalid("it must start with '/'"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    rest.split('/')
+        .map(
+            |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(capture) => match capture.split_once(':') {
+                    None if !capture.is_empty() => Ok(Segment::Any),
+                    Some((name, "int")) if !name.is_empty() => Ok(Segment::Digits),
+                    _ => Err(invalid("a capture is {name} or {name:int}")),
+                },
+                None if segment.is_empty() => Err(invalid("empty segment")),
+                None if segment.contains(['{', '}']) => {
+                    Err(invalid("a capture must be a whole segment"))
+                }
+                None => Ok(Segment::Literal(segment.to_owned())),
+            },
+        )
+        .collect()
+}
+
+/// The path's segments, percent-decoded, without the leading slash or one trailing slash.
+fn path_segments(path: &str) -> Vec<Cow<'_, str>> {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    rest.split('/').map(percent_decode).collect()
+}
+
+fn percent_decode(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(high), Some(low)) if hex(high).is_some() && hex(low).is_some() => {
+                let value = hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0);
+                decoded.push(value as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(String::from_utf8_lossy(&decoded).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_list_has_all_21_routes() {
+        assert_eq!(RoutePolicy::armor_default().len(), 21);
+    }
+
+    #[test]
+    fn default_rules_match_as_documented() {
+        let policy = RoutePolicy::armor_default();
+        let cases = [
+            ("GET", "/users/7/keys", true),
+            ("GET", "/users/abc/keys", true),
+            ("GET", "/users//keys", false),
+            ("POST", "/users/7/keys", true),
+            ("DELETE", "/users/7/keys/k-1", true),
+            ("GET", "/users/7/ActivationCode", true),
+            ("GET", "/users/x7/ActivationCode", false),
+            ("GET", "/users/7/activationcode", true),
+            ("PUT", "/users/12", true),
+            ("PUT", "/users/12a", false),
+            ("GET", "/users/12", false),
+            ("POST", "/users/", true),
+            ("POST", "/users", true),
+            ("POST", "/Users", true),
+            ("GET", "/users", false),
+            ("POST", "/users/resetpassword", true),
+            ("POST", "/users/resetpa%73sword", true),
+            ("POST", "/users/9/invite", true),
+            ("POST", "/users/me/invite", false),
+            ("GET", "/users/LockedOut/3/a@b.c", true),
+            ("POST", "/users/unlock/3/a@b.c", true),
+            ("DELETE", "/users/softDelete", true),
+            ("PUT", "/usersecurity/challengephrase", true),
+            ("GET", "/usersecurity/challengephrase/5", true),
+            ("POST", "/usersecurity/securityinformation/ref", true),
+            ("GET", "/usersecurity/securityinformation/ref", true),
+            (
+                "POST",
+                "/usersecurity/securityinformation/existing/ref",
+                true,
+            ),
+            ("POST", "/usersecurity/securityinformation/1/2", true),
+            ("POST", "/usersecurity/validatemfaphone", true),
+            ("POST", "/usersecurity/validatephoneapppin", true),
+            ("GET", "/accounts/2", false),
+            ("GET", "/", false),
+        ];
+        for (method, path, forbidden) in cases {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(policy.forbids(&method, path), forbidden, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn rules_can_be_added_and_removed() {
+        let policy = RoutePolicy::armor_default()
+            .allow(&Method::PUT, "/users/{id:int}")
+            .deny(Method::GET, "/billing/{account:int}/invoices")
+            .unwrap();
+        assert_eq!(policy.len(), 21);
+        assert!(!policy.forbids(&Method::PUT, "/users/12"));
+        assert!(policy.forbids(&Method::GET, "/billing/3/invoices"));
+        let again = policy
+            .clone()
+            .deny(Method::GET, "/billing/{n:int}/invoices")
+            .unwrap();
+        assert_eq!(again.len(), 21, "the same rule is not added twice");
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for pattern in [
+            "users",
+            "/users//x",
+            "/users/{}",
+            "/users/{id:uuid}",
+            "/a{b}",
+        ] {
+            assert!(
+                RoutePolicy::empty().deny(Method::GET, pattern).is_err(),
+                "{pattern}"
+            );
+        }
+    }
+}

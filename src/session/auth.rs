@@ -1,0 +1,345 @@
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, OriginalUri};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Request, Response};
+use futures_util::future::Either;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{Sessions, UserSession};
+use crate::policy::RoutePolicy;
+use crate::rejection::{respond, OnRejection, Rejection};
+use crate::verify::{VerifiedBody, VerifyPsk, VerifyPskLayer};
+use crate::VerifiedKey;
+
+const FH_AUTH: &str = "FH-AUTH";
+const ACCOUNT_CONTEXT: &str = "x-account-context";
+
+/// Who made a request that [`ArmorAuthLayer`] accepted, and for which account.
+///
+/// In the request's extensions, and an axum extractor (401 `missing_credentials` on a route
+/// without the layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identity {
+    /// A request signed with an API key (ARMOR-PSK).
+    ApiKey {
+        /// The verified key.
+        key: VerifiedKey,
+        /// The `X-Account-Context` account: checked against the key's accounts when it lists
+        /// some, passed through as sent (if an integer) when it lists none.
+        account: Option<i64>,
+    },
+    /// A request with a signed-in user's FH-AUTH token.
+    User {
+        /// The user's session.
+        session: UserSession,
+        /// The `X-Account-Context` account, one of the user's.
+        account: Option<i64>,
+    },
+}
+
+impl Identity {
+    /// The account the request acts on, from `X-Account-Context`.
+    pub fn account(&self) -> Option<i64> {
+        match self {
+            Identity::ApiKey { account, .. } | Identity::User { account, .. } => *account,
+        }
+    }
+
+    /// The API key id, for a signed request.
+    pub fn key_id(&self) -> Option<&str> {
+        match self {
+            Identity::ApiKey { key, .. } => Some(key.key_id()),
+            Identity::User { .. } => None,
+        }
+    }
+
+    /// The username, for a signed-in user.
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Identity::User { session, .. } => Some(&session.username),
+            Identity::ApiKey { .. } => None,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Identity {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
+        parts
+            .extensions
+            .get::<Identity>()
+            .cloned()
+            .ok_or(Rejection::MissingCredentials)
+    }
+}
+
+type KeyAccounts = Arc<dyn Fn(&str) -> Vec<i64> + Send + Sync>;
+
+struct Shared {
+    sessions: Sessions,
+    policy: RoutePolicy,
+    key_accounts: KeyAccounts,
+    on_rejection: Arc<dyn OnRejection>,
+}
+
+/// Accepts both of the Armor API's schemes on one router: `Authorization: ARMOR-PSK …`
+/// through the given [`VerifyPskLayer`], `Authorization: FH-AUTH <token>` through
+/// [`Sessions`].
+///
+/// After authentication it refuses, with 403 `forbidden_for_api_key`, an API key calling a
+/// route of the [`RoutePolicy`] (the Armor list by default; users may call them); it checks
+/// `X-Account-Context` (400 `invalid_account_context` when not an integer, 403
+/// `forbidden_account` when not one of the caller's accounts); and it puts an [`Identity`] in
+/// the request's extensions. Refusals use the verifier's rejection response.
+#[derive(Clone)]
+#[must_use]
+pub struct ArmorAuthLayer {
+    psk: VerifyPskLayer,
+    shared: Arc<Shared>,
+}
+
+impl ArmorAuthLayer {
+    /// Both schemes, the Armor route policy, and no account list for keys.
+    pub fn new(psk: VerifyPskLayer, sessions: Sessions) -> Self {
+        let on_rejection = Arc::clone(&psk.config.on_rejection);
+        ArmorAuthLayer {
+            psk,
+            shared: Arc::new(Shared {
+                sessions,
+                policy: RoutePolicy::armor_default(),
+                key_accounts: Arc::new(|_| Vec::new()),
+                on_rejection,
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Shared)) -> Self {
+        let shared = &*self.shared;
+        let mut copy = Shared {
+            sessions: shared.sessions.clone(),
+            policy: shared.policy.clone(),
+            key_accounts: Arc::clone(&shared.key_accounts),
+            on_rejection: Arc::clone(&shared.on_rejection),
+        };
+        change(&mut copy);
+        self.shared = Arc::new(copy);
+        self
+    }
+
+    /// The routes API keys may not call. Defaults to [`RoutePolicy::armor_default`].
+    pub fn route_policy(self, policy: RoutePolicy) -> Self {
+        self.with(|shared| shared.policy = policy)
+    }
+
+    /// The accounts each API key may act on; a key with none passes `X-Account-Context`
+    /// through unchecked (field clients send it with every request). Defaults to none for
+    /// every key.
+    pub fn key_accounts(self, accounts: impl Fn(&str) -> Vec<i64> + Send + Sync + 'static) -> Self {
+        self.with(|shared| shared.key_accounts = Arc::new(accounts))
+    }
+}
+
+impl fmt::Debug for ArmorAuthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArmorAuthLayer")
+            .field("psk", &self.psk)
+            .field("policy", &self.shared.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Clone> Layer<S> for ArmorAuthLayer {
+    type Service = ArmorAuth<S>;
+
+    fn layer(&self, inner: S) -> ArmorAuth<S> {
+        let key_stage = KeyStage {
+            inner: inner.clone(),
+            shared: Arc::clone(&self.shared),
+        };
+        ArmorAuth {
+            psk: self.psk.layer(key_stage),
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service of [`ArmorAuthLayer`].
+#[derive(Clone)]
+pub struct ArmorAuth<S> {
+    psk: VerifyPsk<KeyStage<S>>,
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> fmt::Debug for ArmorAuth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArmorAuth").finish_non_exhaustive()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S> Service<Request<Body>> for ArmorAuth<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    /// Always ready: the service that handles a request is made ready inside its future.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let Some(token) = fh_auth_token(request.headers()).map(str::to_owned) else {
+            return Box::pin(call_when_ready(self.psk.clone(), request));
+        };
+        let (inner, shared) = (self.inner.clone(), Arc::clone(&self.shared));
+        Box::pin(async move {
+            match sign_in_user(&shared, &token, request.headers()).await {
+                Ok(identity) => {
+                    request.extensions_mut().insert(identity);
+                    call_when_ready(inner, request).await
+                }
+                Err(rejection) => Ok(respond(&*shared.on_rejection, rejection)),
+            }
+        })
+    }
+}
+
+async fn call_when_ready<S, R>(mut service: S, request: R) -> Result<S::Response, S::Error>
+where
+    S: Service<R>,
+{
+    futures_util::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+    service.call(request).await
+}
+
+/// The token of a single `Authorization: FH-AUTH <token>` header.
+fn fh_auth_token(headers: &HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case(FH_AUTH)
+        .then(|| token.trim_start_matches(' '))
+}
+
+async fn sign_in_user(
+    shared: &Shared,
+    token: &str,
+    headers: &HeaderMap,
+) -> Result<Identity, Rejection> {
+    let well_formed = token.len() == 32
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed {
+        return Err(Rejection::InvalidToken);
+    }
+    let session = match shared.sessions.session(token).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Err(Rejection::InvalidToken),
+        Err(error) => {
+            tracing::warn!(%error, "session lookup failed");
+            return Err(Rejection::SessionStoreUnavailable);
+        }
+    };
+    let account = account_context(headers, Some(&session.accounts))?;
+    Ok(Identity::User { session, account })
+}
+
+/// The `X-Account-Context` account. With `allowed`, it must be one of them; without, a value
+/// that is not an integer is passed over.
+fn account_context(headers: &HeaderMap, allowed: Option<&[i64]>) -> Result<Option<i64>, Rejection> {
+    let Some(value) = headers.get(ACCOUNT_CONTEXT) else {
+        return Ok(None);
+    };
+    let account = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    match (allowed, account) {
+        (None, account) => Ok(account),
+        (Some(_), None) => Err(Rejection::InvalidAccountContext),
+        (Some(allowed), Some(account)) if allowed.contains(&account) => Ok(Some(account)),
+        (Some(_), Some(_)) => Err(Rejection::ForbiddenAccount),
+    }
+}
+
+/// Runs inside the verifier, after a signature verified: the route policy, the account, the
+/// identity; then the inner service with the body as axum's.
+#[derive(Clone)]
+struct KeyStage<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<Request<VerifiedBody>> for KeyStage<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response<Body>, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<VerifiedBody>) -> Self::Future {
+        let (mut parts, body) = request.into_parts();
+        match self.identify(&parts) {
+            Ok(identity) => {
+                parts.extensions.insert(identity);
+                Either::Right(self.inner.call(Request::from_parts(parts, Body::new(body))))
+            }
+            Err(rejection) => {
+                Either::Left(ready(Ok(respond(&*self.shared.on_rejection, rejection))))
+            }
+        }
+    }
+}
+
+impl<S> KeyStage<S> {
+    fn identify(&self, parts: &Parts) -> Result<Identity, Rejection> {
+        let key = parts
+            .extensions
+            .get::<VerifiedKey>()
+            .cloned()
+            .ok_or(Rejection::MissingCredentials)?;
+        let path = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(parts.uri.path(), |original| original.0.path());
+        if self.shared.policy.forbids(&parts.method, path) {
+            tracing::info!(key_id = key.key_id(), path, "route not open to API keys");
+            return Err(Rejection::ForbiddenForApiKey);
+        }
+        let accounts = (self.shared.key_accounts)(key.key_id());
+        let allowed = (!accounts.is_empty()).then_some(accounts.as_slice());
+        let account = account_context(&parts.headers, allowed)?;
+        Ok(Identity::ApiKey { key, account })
+    }
+}

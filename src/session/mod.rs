@@ -1,0 +1,188 @@
+//! FH-AUTH, the Armor API's other way in: username and password for a code, the code for an
+//! access token, and `Authorization: FH-AUTH <token>` on each request.
+//!
+//! - [`Sessions`] holds the users, the code and session store, and the clock; its
+//!   [`router`](Sessions::router) serves `POST /auth/authorize`, `POST /auth/token` and
+//!   `POST /auth/token/reissue`.
+//! - [`ArmorAuthLayer`] accepts both schemes on one router: ARMOR-PSK through a
+//!   [`VerifyPskLayer`](crate::VerifyPskLayer), FH-AUTH through [`Sessions`]. It enforces the
+//!   API-key [`RoutePolicy`](crate::policy::RoutePolicy) and `X-Account-Context`, and puts an
+//!   [`Identity`] in the request's extensions.
+//!
+//! ```
+//! use armor_psk::key_store::MemoryKeyStore;
+//! use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User};
+//! use armor_psk::VerifyPskLayer;
+//! use axum::{routing::get, Router};
+//!
+//! let users = [User::new("ann@example.com", hash_password("pw").unwrap(), vec![42]).unwrap()];
+//! let sessions = Sessions::builder(users.into_iter().collect()).build();
+//! let keys = MemoryKeyStore::builder().key("key-1", "secret").build();
+//!
+//! let api = Router::new()
+//!     .route("/me", get(|who: Identity| async move { format!("{who:?}") }))
+//!     .layer(ArmorAuthLayer::new(VerifyPskLayer::new(keys), sessions.clone()));
+//! let app: Router = api.merge(sessions.router());
+//! ```
+
+mod auth;
+mod routes;
+mod store;
+mod users;
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+pub use auth::{ArmorAuth, ArmorAuthLayer, Identity};
+pub use routes::AuthEndpointError;
+pub use store::{CodeGrant, MokaSessionStore, SessionRecord, SessionStore, SessionStoreError};
+pub use users::{hash_password, InvalidPasswordHash, User, Users};
+
+use crate::clock::{Clock, SystemClock};
+use users::Throttle;
+
+/// How long an authorization code can be redeemed: two minutes.
+pub const CODE_LIFETIME_SECS: i64 = 120;
+/// How long an access token lives, and how far a reissue extends it: fifteen minutes.
+pub const SESSION_LIFETIME_SECS: i64 = 900;
+/// Failed sign-ins allowed per username within [`DEFAULT_THROTTLE_PERIOD_SECS`].
+pub const DEFAULT_MAX_FAILURES: u32 = 5;
+/// The period over which failed sign-ins are counted.
+pub const DEFAULT_THROTTLE_PERIOD_SECS: i64 = 900;
+
+/// A signed-in user, as found from an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSession {
+    /// The username.
+    pub username: String,
+    /// The account ids the user may act on.
+    pub accounts: Vec<i64>,
+    /// The last Unix second the token is good for.
+    pub expires_at: i64,
+}
+
+/// The FH-AUTH side: users, codes and sessions. Cloning is cheap (shared).
+#[derive(Clone)]
+pub struct Sessions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    users: RwLock<Arc<Users>>,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    throttle: Throttle,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("users", &self.users().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// A builder, with the default store, the system clock and the default throttle.
+    pub fn builder(users: Users) -> SessionsBuilder {
+        SessionsBuilder {
+            users,
+            store: Arc::new(MokaSessionStore::default()),
+            clock: Arc::new(SystemClock),
+            max_failures: DEFAULT_MAX_FAILURES,
+            throttle_period_secs: DEFAULT_THROTTLE_PERIOD_SECS,
+        }
+    }
+
+    /// The users who may sign in now.
+    pub fn users(&self) -> Arc<Users> {
+        Arc::clone(
+            &self
+                .inner
+                .users
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Replaces the users all at once (for a reload). Live sessions of users who are no longer
+    /// listed stop working at their next request.
+    pub fn set_users(&self, users: Users) {
+        *self
+            .inner
+            .users
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(users);
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.inner.clock.now_unix()
+    }
+
+    /// The live session of an access token, with the user's current accounts.
+    pub async fn session(&self, token: &str) -> Result<Option<UserSession>, SessionStoreError> {
+        let Some(record) = self.inner.store.session(token, self.now()).await? else {
+            return Ok(None);
+        };
+        Ok(self.users().get(&record.username).map(|user| UserSession {
+            username: user.username().to_owned(),
+            accounts: user.accounts().to_vec(),
+            expires_at: record.expires_at,
+        }))
+    }
+}
+
+/// Builds [`Sessions`].
+#[must_use]
+pub struct SessionsBuilder {
+    users: Users,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    max_failures: u32,
+    throttle_period_secs: i64,
+}
+
+impl fmt::Debug for SessionsBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionsBuilder")
+            .field("users", &self.users.len())
+            .field("max_failures", &self.max_failures)
+            .field("throttle_period_secs", &self.throttle_period_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionsBuilder {
+    /// Where codes and sessions live. Defaults to a [`MokaSessionStore`].
+    pub fn store(mut self, store: impl SessionStore) -> Self {
+        self.store = Arc::new(store);
+        self
+    }
+
+    /// Where the time is read. Defaults to [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// After `max_failures` failed sign-ins for one username within `period_secs` of the first,
+    /// `/auth/authorize` answers 429 for that username until the period ends. Defaults to 5
+    /// failures in 900 seconds.
+    pub fn throttle(mut self, max_failures: u32, period_secs: i64) -> Self {
+        self.max_failures = max_failures;
+        self.throttle_period_secs = period_secs;
+        self
+    }
+
+    /// The sessions.
+    pub fn build(self) -> Sessions {
+        Sessions {
+            inner: Arc::new(Inner {
+                users: RwLock::new(Arc::new(self.users)),
+                store: self.store,
+                clock: self.clock,
+                throttle: Throttle::new(self.max_failures, self.throttle_period_secs),
+            }),
+        }
+    }
+}

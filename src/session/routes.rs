@@ -1,0 +1,261 @@
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use super::store::{CodeGrant, SessionRecord, SessionStoreError};
+use super::users::verify_password;
+use super::{Sessions, CODE_LIFETIME_SECS, SESSION_LIFETIME_SECS};
+
+/// Why an `/auth` endpoint refused a request. Answered as
+/// `{"error":{"code":"…","message":"…"}}` with the status of [`code`](Self::code).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthEndpointError {
+    /// The body is neither JSON nor a form with the expected fields. 400 `invalid_request`.
+    #[error("the request body is not a valid {0} request")]
+    InvalidRequest(&'static str),
+    /// Unknown user or wrong password (one answer for both). 401 `invalid_credentials`.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// Too many failed sign-ins for the username. 429 `too_many_attempts`, with `Retry-After`.
+    #[error("too many failed sign-ins for this username; retry in {retry_after_secs} seconds")]
+    TooManyAttempts {
+        /// Seconds until the username may try again.
+        retry_after_secs: i64,
+    },
+    /// `grant_type` is not `authorization_code`. 400 `unsupported_grant_type`.
+    #[error("grant_type must be \"authorization_code\"")]
+    UnsupportedGrantType,
+    /// The code is unknown, already redeemed, or older than two minutes. 401 `invalid_grant`.
+    #[error("the code is unknown, already used or expired")]
+    InvalidGrant,
+    /// The token is unknown or expired. 401 `invalid_token`.
+    #[error("the access token is unknown or expired")]
+    InvalidToken,
+    /// The session store did not answer. 503 `session_store_unavailable`.
+    #[error("the session store is unavailable")]
+    StoreUnavailable,
+}
+
+impl AuthEndpointError {
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthEndpointError::InvalidRequest(_) => "invalid_request",
+            AuthEndpointError::InvalidCredentials => "invalid_credentials",
+            AuthEndpointError::TooManyAttempts { .. } => "too_many_attempts",
+            AuthEndpointError::UnsupportedGrantType => "unsupported_grant_type",
+            AuthEndpointError::InvalidGrant => "invalid_grant",
+            AuthEndpointError::InvalidToken => "invalid_token",
+            AuthEndpointError::StoreUnavailable => "session_store_unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AuthEndpointError::InvalidRequest(_) | AuthEndpointError::UnsupportedGrantType => {
+                StatusCode::BAD_REQUEST
+            }
+            AuthEndpointError::InvalidCredentials
+            | AuthEndpointError::InvalidGrant
+            | AuthEndpointError::InvalidToken => StatusCode::UNAUTHORIZED,
+            AuthEndpointError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AuthEndpointError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<SessionStoreError> for AuthEndpointError {
+    fn from(error: SessionStoreError) -> Self {
+        tracing::warn!(%error, "session store failed");
+        AuthEndpointError::StoreUnavailable
+    }
+}
+
+impl IntoResponse for AuthEndpointError {
+    fn into_response(self) -> Response {
+        let body = crate::rejection::error_body(self.code(), &self.to_string());
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match self {
+            AuthEndpointError::TooManyAttempts { retry_after_secs } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            AuthEndpointError::InvalidToken => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("FH-AUTH"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl Sessions {
+    /// The `/auth` endpoints: `POST /auth/authorize`, `POST /auth/token` and
+    /// `POST /auth/token/reissue`. They take JSON or form-encoded bodies.
+    pub fn router<S>(&self) -> Router<S> {
+        Router::new()
+            .route("/auth/authorize", post(authorize))
+            .route("/auth/token", post(token))
+            .route("/auth/token/reissue", post(reissue))
+            .with_state(self.clone())
+    }
+}
+
+#[derive(Deserialize)]
+struct AuthorizeRequest {
+    #[serde(alias = "userName")]
+    username: String,
+    password: Zeroizing<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    code: Option<String>,
+    grant_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ReissueRequest {
+    token: String,
+}
+
+/// JSON or a form (public clients send both). The declared `Content-Type` is tried first,
+/// then the other: `curl -d '{...}'` labels JSON as a form.
+fn parse_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &'static str,
+) -> Result<T, AuthEndpointError> {
+    let declared_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
+    let json = || serde_json::from_slice(body).ok();
+    let form = || serde_urlencoded::from_bytes(body).ok();
+    let parsed = if declared_form {
+        form().or_else(json)
+    } else {
+        json().or_else(form)
+    };
+    parsed.ok_or(AuthEndpointError::InvalidRequest(what))
+}
+
+async fn authorize(
+    State(sessions): State<Sessions>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AuthEndpointError> {
+    let request: AuthorizeRequest = parse_body(&headers, &body, "sign-in")?;
+    let throttle = &sessions.inner.throttle;
+    let now = sessions.now();
+    if let Some(retry_after_secs) = throttle.retry_after(&request.username, now) {
+        tracing::info!(username = %request.username, "sign-in throttled");
+        return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
+    }
+    let user = sessions.users().get(&request.username).cloned();
+    let password = request.password;
+    let checked_user = user.clone();
+    // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+    let verified =
+        tokio::task::spawn_blocking(move || verify_password(checked_user.as_ref(), &password))
+            .await
+            .unwrap_or(false);
+    let Some(user) = user.filter(|_| verified) else {
+        throttle.record_failure(&request.username, now);
+        tracing::info!(username = %request.username, "sign-in refused");
+        return Err(AuthEndpointError::InvalidCredentials);
+    };
+    throttle.clear(&request.username);
+    let code = STANDARD.encode(rand::random::<[u8; 32]>());
+    let grant = CodeGrant {
+        username: user.username().to_owned(),
+        expires_at: now + CODE_LIFETIME_SECS,
+    };
+    sessions.inner.store.insert_code(&code, grant, now).await?;
+    Ok(Json(
+        json!({ "redirect_uri": null, "code": code, "success": true }),
+    ))
+}
+
+async fn token(
+    State(sessions): State<Sessions>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AuthEndpointError> {
+    let request: TokenRequest = parse_body(&headers, &body, "token")?;
+    if request.grant_type.as_deref() != Some("authorization_code") {
+        return Err(AuthEndpointError::UnsupportedGrantType);
+    }
+    let code = request
+        .code
+        .ok_or(AuthEndpointError::InvalidRequest("token"))?;
+    let now = sessions.now();
+    let grant = sessions
+        .inner
+        .store
+        .redeem_code(&code, now)
+        .await?
+        .ok_or(AuthEndpointError::InvalidGrant)?;
+    let users = sessions.users();
+    let user = users
+        .get(&grant.username)
+        .ok_or(AuthEndpointError::InvalidGrant)?;
+    // A UUID's 32 hex digits: the form a public PowerShell client checks for.
+    let access_token = uuid::Uuid::new_v4().simple().to_string();
+    let expires_at = now + SESSION_LIFETIME_SECS;
+    let record = SessionRecord {
+        username: user.username().to_owned(),
+        expires_at,
+    };
+    sessions
+        .inner
+        .store
+        .insert_session(&access_token, record, now)
+        .await?;
+    let claims = json!({
+        "sub": user.username(),
+        "accounts": user.accounts(),
+        "iat": now,
+        "exp": expires_at,
+    });
+    let id_token = STANDARD.encode(claims.to_string());
+    Ok(Json(token_answer(&access_token, Some(id_token))))
+}
+
+async fn reissue(
+    State(sessions): State<Sessions>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, AuthEndpointError> {
+    let request: ReissueRequest = parse_body(&headers, &body, "reissue")?;
+    let now = sessions.now();
+    sessions
+        .inner
+        .store
+        .extend_session(&request.token, now + SESSION_LIFETIME_SECS, now)
+        .await?
+        .ok_or(AuthEndpointError::InvalidToken)?;
+    Ok(Json(token_answer(&request.token, None)))
+}
+
+fn token_answer(access_token: &str, id_token: Option<String>) -> Value {
+    json!({
+        "access_token": access_token,
+        "id_token": id_token,
+        "expires_in": SESSION_LIFETIME_SECS / 60,
+        "token_type": "Bearer",
+    })
+}

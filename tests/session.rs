@@ -1,0 +1,408 @@
+//! FH-AUTH and the combined layer, driven through axum with an injected clock.
+
+use armor_psk::clock::ManualClock;
+use armor_psk::key_store::MemoryKeyStore;
+use armor_psk::policy::RoutePolicy;
+use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User};
+use armor_psk::{Signer, VerifyPskLayer};
+use axum::body::Body;
+use axum::routing::get;
+use axum::Router;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+const NOW: i64 = 1_700_000_000;
+const KEY_ID: &str = "key-with-accounts";
+const OPEN_KEY_ID: &str = "key-without-accounts";
+const SECRET: &str = "session-test-secret";
+const USER: &str = "ann@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+struct TestApp {
+    router: Router,
+    clock: ManualClock,
+}
+
+fn test_app() -> TestApp {
+    let clock = ManualClock::new(NOW);
+    let user = User::new(USER, hash_password(PASSWORD).unwrap(), vec![42, 43]).unwrap();
+    let sessions = Sessions::builder([user].into_iter().collect())
+        .clock(clock.clone())
+        .throttle(3, 900)
+        .build();
+    let keys = MemoryKeyStore::builder()
+        .key(KEY_ID, SECRET)
+        .key(OPEN_KEY_ID, SECRET)
+        .build();
+    let psk = VerifyPskLayer::new(keys).clock(clock.clone());
+    let auth = ArmorAuthLayer::new(psk, sessions.clone()).key_accounts(|key_id| {
+        if key_id == KEY_ID {
+            vec![7]
+        } else {
+            Vec::new()
+        }
+    });
+    let api = Router::new()
+        .fallback(|identity: Identity| async move {
+            axum::Json(json!({
+                "key_id": identity.key_id(),
+                "username": identity.username(),
+                "account": identity.account(),
+            }))
+        })
+        .layer(auth);
+    TestApp {
+        router: api.merge(sessions.router()),
+        clock,
+    }
+}
+
+impl TestApp {
+    async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    async fn code(&self) -> String {
+        let (status, body) = self
+            .post_json(
+                "/auth/authorize",
+                json!({ "username": USER, "password": PASSWORD }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["success"], true);
+        assert_eq!(body["redirect_uri"], Value::Null);
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    async fn redeem(&self, code: &str) -> (StatusCode, Value) {
+        self.post_json(
+            "/auth/token",
+            json!({ "code": code, "grant_type": "authorization_code" }),
+        )
+        .await
+    }
+
+    async fn token(&self) -> String {
+        let code = self.code().await;
+        let (status, body) = self.redeem(&code).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    async fn as_user(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        account: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("FH-AUTH {token}"));
+        if let Some(account) = account {
+            request = request.header("x-account-context", account);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn as_key(
+        &self,
+        key_id: &str,
+        method: Method,
+        path: &str,
+        account: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let signer = Signer::new(key_id, SECRET)
+            .unwrap()
+            .clock(self.clock.clone());
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Vec::new())
+            .unwrap();
+        signer.sign(&mut request).unwrap();
+        if let Some(account) = account {
+            request
+                .headers_mut()
+                .insert("x-account-context", account.parse().unwrap());
+        }
+        self.send(request.map(Body::from)).await
+    }
+}
+
+#[tokio::test]
+async fn the_whole_sign_in_flow() {
+    let app = test_app();
+    let code = app.code().await;
+    let (status, body) = app.redeem(&code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(token.len(), 32);
+    assert!(token
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    assert_eq!(body["expires_in"], 15);
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["id_token"].is_string());
+
+    let (status, body) = app
+        .as_user(Method::GET, "/accounts/42", token, Some("42"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["username"], USER);
+    assert_eq!(body["account"], 42);
+}
+
+#[tokio::test]
+async fn authorize_takes_json_form_and_user_name() {
+    let app = test_app();
+    let (status, body) = app
+        .post_json(
+            "/auth/authorize",
+            json!({ "userName": USER, "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let form = Request::post("/auth/authorize")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "username={}&password={}",
+            "ann%40example.com",
+            PASSWORD.replace(' ', "+")
+        )))
+        .unwrap();
+    let (status, body) = app.send(form).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post_json("/auth/authorize", json!({ "user": USER }))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn a_wrong_user_and_a_wrong_password_get_the_same_answer_then_429() {
+    let app = test_app();
+    let (wrong_password_status, wrong_password) = app
+        .post_json(
+            "/auth/authorize",
+            json!({ "username": USER, "password": "nope" }),
+        )
+        .await;
+    let (wrong_user_status, wrong_user) = app
+        .post_json(
+            "/auth/authorize",
+            json!({ "username": "bob@example.com", "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(wrong_password_status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (wrong_password_status, &wrong_password),
+        (wrong_user_status, &wrong_user)
+    );
+    assert_eq!(wrong_password["error"]["code"], "invalid_credentials");
+
+    for _ in 0..2 {
+        app.post_json(
+            "/auth/authorize",
+            json!({ "username": USER, "password": "nope" }),
+        )
+        .await;
+    }
+    // Three failures: the right password is refused too, until the period ends.
+    let (status, body) = app
+        .post_json(
+            "/auth/authorize",
+            json!({ "username": USER, "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
+    app.clock.advance(901);
+    app.code().await;
+}
+
+#[tokio::test]
+async fn a_code_is_good_once_and_for_two_minutes() {
+    let app = test_app();
+    let code = app.code().await;
+    assert_eq!(app.redeem(&code).await.0, StatusCode::OK);
+    let (status, body) = app.redeem(&code).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "invalid_grant");
+
+    let code = app.code().await;
+    app.clock.advance(121);
+    assert_eq!(app.redeem(&code).await.0, StatusCode::UNAUTHORIZED);
+
+    let code = app.code().await;
+    app.clock.advance(120);
+    assert_eq!(app.redeem(&code).await.0, StatusCode::OK);
+
+    let (status, body) = app
+        .post_json(
+            "/auth/token",
+            json!({ "code": "x", "grant_type": "password" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "unsupported_grant_type");
+    let (status, _) = app.redeem("never-issued").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_token_lives_15_minutes_and_reissue_extends_it() {
+    let app = test_app();
+    let token = app.token().await;
+    app.clock.advance(14 * 60);
+    let (status, body) = app
+        .post_json("/auth/token/reissue", json!({ "token": token }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["access_token"], token.as_str());
+    assert_eq!(body["id_token"], Value::Null);
+    assert_eq!(body["expires_in"], 15);
+
+    // 15 minutes from the reissue, not from the sign-in.
+    app.clock.advance(15 * 60);
+    assert_eq!(
+        app.as_user(Method::GET, "/x", &token, None).await.0,
+        StatusCode::OK
+    );
+    app.clock.advance(1);
+    let (status, body) = app.as_user(Method::GET, "/x", &token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "invalid_token");
+    let (status, _) = app
+        .post_json("/auth/token/reissue", json!({ "token": token }))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, _) = app.as_user(Method::GET, "/x", "not-a-token", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_account_context_is_checked() {
+    let app = test_app();
+    let token = app.token().await;
+    let cases = [
+        (Some("43"), StatusCode::OK),
+        (Some("44"), StatusCode::FORBIDDEN),
+        (Some("forty-two"), StatusCode::BAD_REQUEST),
+        (None, StatusCode::OK),
+    ];
+    for (account, expected) in cases {
+        let (status, body) = app.as_user(Method::GET, "/x", &token, account).await;
+        assert_eq!(status, expected, "{account:?}: {body}");
+    }
+    // A key that lists accounts is checked the same way.
+    assert_eq!(
+        app.as_key(KEY_ID, Method::GET, "/x", Some("7")).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = app.as_key(KEY_ID, Method::GET, "/x", Some("8")).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden_account"))
+    );
+    assert_eq!(
+        app.as_key(KEY_ID, Method::GET, "/x", Some("x")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // One that lists none passes the header through.
+    let (status, body) = app.as_key(OPEN_KEY_ID, Method::GET, "/x", Some("99")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["account"], 99);
+    assert_eq!(
+        app.as_key(OPEN_KEY_ID, Method::GET, "/x", Some("x"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn api_keys_may_not_call_the_user_routes_but_users_may() {
+    let app = test_app();
+    let token = app.token().await;
+    for (method, path) in [
+        (Method::GET, "/users/5/keys"),
+        (Method::POST, "/users"),
+        (Method::POST, "/users/"),
+        (Method::PUT, "/users/5"),
+        (Method::POST, "/usersecurity/validatemfaphone"),
+    ] {
+        let (status, body) = app.as_key(OPEN_KEY_ID, method.clone(), path, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+        assert_eq!(body["error"]["code"], "forbidden_for_api_key");
+        assert_eq!(
+            body["error"]["message"],
+            "Permission Denied to requested resource."
+        );
+        let (status, _) = app.as_user(method.clone(), path, &token, None).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path} as a user");
+    }
+    assert_eq!(
+        app.as_key(OPEN_KEY_ID, Method::PUT, "/users/me", None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // Refused for a bad signature before the policy is looked at: no one learns the list.
+    let wrong = Signer::new(OPEN_KEY_ID, "wrong")
+        .unwrap()
+        .clock(app.clock.clone());
+    let mut request = Request::get("/users/5/keys").body(Vec::new()).unwrap();
+    wrong.sign(&mut request).unwrap();
+    let (status, body) = app.send(request.map(Body::from)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "bad_signature");
+}
+
+#[tokio::test]
+async fn the_policy_is_configurable() {
+    let clock = ManualClock::new(NOW);
+    let sessions = Sessions::builder(Default::default()).build();
+    let keys = MemoryKeyStore::builder().key(OPEN_KEY_ID, SECRET).build();
+    let policy = RoutePolicy::empty()
+        .deny(Method::GET, "/reports/{id:int}")
+        .unwrap();
+    let auth = ArmorAuthLayer::new(VerifyPskLayer::new(keys).clock(clock.clone()), sessions)
+        .route_policy(policy);
+    let app = TestApp {
+        router: Router::new()
+            .route("/{*rest}", get(|| async { "{}" }))
+            .layer(auth),
+        clock,
+    };
+    assert_eq!(
+        app.as_key(OPEN_KEY_ID, Method::GET, "/reports/3", None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.as_key(OPEN_KEY_ID, Method::GET, "/users/5/keys", None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
