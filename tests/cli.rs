@@ -1,0 +1,663 @@
+//! End to end: the real `armor-psk` binary on a free port, driven with the crate's signer.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use armor_psk::session::hash_password;
+use armor_psk::Signer;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_armor-psk");
+const KEY_ID: &str = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f";
+const SECRET: &str = "cli-test-secret-0123456789";
+const ACCOUNT_KEY_ID: &str = "key-for-account-7";
+const USER: &str = "ann@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A running server; killed on drop. Its stderr is collected for the log checks.
+struct Server {
+    child: Child,
+    base: String,
+    stdout_lines: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(args: &[&str], stdout_lines: usize) -> Server {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().unwrap();
+        let sink = Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        for _ in 0..stdout_lines {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            lines.push(line.trim_end().to_owned());
+        }
+        let base = lines[0]
+            .rsplit_once(' ')
+            .map(|(_, url)| url.to_owned())
+            .expect("the first line names the address");
+        assert!(base.starts_with("http://127.0.0.1:"), "{lines:?}");
+        Server {
+            child,
+            base,
+            stdout_lines: lines,
+            stderr,
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let response = client.request(request).await.expect("the server answers");
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into())),
+        )
+    }
+
+    async fn signed(
+        &self,
+        key_id: &str,
+        method: Method,
+        path: &str,
+        body: &str,
+        extra: &[(&str, String)],
+    ) -> (StatusCode, Value) {
+        let header = Signer::new(key_id, SECRET)
+            .unwrap()
+            .authorization(&method, path, body.as_bytes())
+            .unwrap();
+        let mut headers = vec![("authorization", header.to_str().unwrap().to_owned())];
+        headers.extend(extra.iter().cloned());
+        self.send(method, path, &headers, body).await
+    }
+
+    async fn sign_in(&self) -> String {
+        let (status, body) = self
+            .send(
+                Method::POST,
+                "/auth/authorize",
+                &[("content-type", "application/json".into())],
+                &json!({ "username": USER, "password": PASSWORD }).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let code = body["code"].as_str().unwrap();
+        let (status, body) = self
+            .send(
+                Method::POST,
+                "/auth/token",
+                &[("content-type", "application/json".into())],
+                &json!({ "code": code, "grant_type": "authorization_code" }).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+fn keys_file(dir: &Path) -> std::path::PathBuf {
+    let hash = hash_password(PASSWORD).unwrap();
+    let path = dir.join("keys.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[keys]]
+id = "{KEY_ID}"
+secret = "{SECRET}"
+name = "ci"
+
+[[keys]]
+id = "{ACCOUNT_KEY_ID}"
+secret = "{SECRET}"
+accounts = [7]
+
+[[keys]]
+id = "disabled-key"
+secret = "{SECRET}"
+disabled = true
+
+[[users]]
+username = "{USER}"
+password_hash = "{hash}"
+accounts = [42, 43]
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn serves_both_schemes_the_policy_and_the_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--keys", keys_file(dir.path()).to_str().unwrap()], 1);
+
+    let (status, body) = server.signed(KEY_ID, Method::GET, "/me", "", &[]).await;
+    assert_eq!(
+        (status, &body),
+        (StatusCode::OK, &json!({ "key_id": KEY_ID }))
+    );
+
+    let payload = r#"{"name":"web-1"}"#;
+    let (status, body) = server
+        .signed(
+            KEY_ID,
+            Method::POST,
+            "/core/vms?page=2",
+            payload,
+            &[("x-account-context", "55".into())],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["identity"]["key_id"], KEY_ID);
+    assert_eq!(body["identity"]["account"], 55);
+    assert_eq!(body["method"], "POST");
+    assert_eq!(body["path"], "/core/vms");
+    assert_eq!(body["query"], "page=2");
+    assert_eq!(body["body_form"], "digest");
+    assert_eq!(body["body_length"], payload.len());
+
+    let (status, body) = server
+        .signed("disabled-key", Method::GET, "/me", "", &[])
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unknown_key")
+    );
+
+    // The route policy: keys are refused after authentication, users pass.
+    let token = server.sign_in().await;
+    let fh = vec![("authorization", format!("FH-AUTH {token}"))];
+    for (method, path) in [
+        (Method::GET, "/users/12/keys"),
+        (Method::DELETE, "/users/12/keys/abc"),
+        (Method::POST, "/users/12/keys"),
+        (Method::GET, "/users/12/ActivationCode"),
+        (Method::POST, "/users/resetpassword"),
+        (Method::POST, "/users/setpassword"),
+        (Method::PUT, "/users/12"),
+        (Method::POST, "/users/status"),
+        (Method::POST, "/users/"),
+        (Method::POST, "/users"),
+        (Method::POST, "/users/12/invite"),
+        (Method::GET, "/users/LockedOut/1/a@b.c"),
+        (Method::POST, "/users/unlock/1/a@b.c"),
+        (Method::DELETE, "/users/softDelete"),
+        (Method::PUT, "/usersecurity/challengephrase"),
+        (Method::GET, "/usersecurity/securityinformation/ref"),
+        (Method::POST, "/usersecurity/securityinformation/ref"),
+        (
+            Method::POST,
+            "/usersecurity/securityinformation/existing/ref",
+        ),
+        (Method::GET, "/usersecurity/challengephrase/12"),
+        (Method::POST, "/usersecurity/validatemfaphone"),
+        (Method::POST, "/usersecurity/securityinformation/1/12"),
+        (Method::POST, "/usersecurity/validatephoneapppin"),
+    ] {
+        let (status, body) = server.signed(KEY_ID, method.clone(), path, "", &[]).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "forbidden_for_api_key"),
+            "{method} {path}"
+        );
+        let (status, body) = server.send(method.clone(), path, &fh, "").await;
+        assert_eq!(status, StatusCode::OK, "{method} {path} as a user: {body}");
+        assert_eq!(body["identity"]["username"], USER);
+    }
+    // {id:int} takes digits only; the method must match.
+    assert_eq!(
+        server
+            .signed(KEY_ID, Method::PUT, "/users/me", "", &[])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .signed(KEY_ID, Method::GET, "/users/12", "", &[])
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    let (status, body) = server.send(Method::GET, "/me", &fh, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({ "username": USER, "accounts": [{ "id": 42 }, { "id": 43 }] })
+    );
+
+    // X-Account-Context: one of the user's accounts, or 403; not an integer, 400.
+    let with_account = |account: &str| {
+        let mut headers = fh.clone();
+        headers.push(("x-account-context", account.to_owned()));
+        headers
+    };
+    assert_eq!(
+        server
+            .send(Method::GET, "/x", &with_account("43"), "")
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body) = server
+        .send(Method::GET, "/x", &with_account("44"), "")
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "forbidden_account")
+    );
+    let (status, body) = server
+        .send(Method::GET, "/x", &with_account("abc"), "")
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_account_context")
+    );
+    // A key that lists accounts is checked like a user.
+    let account = |value: &str| [("x-account-context", value.to_owned())];
+    assert_eq!(
+        server
+            .signed(ACCOUNT_KEY_ID, Method::GET, "/x", "", &account("7"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        server
+            .signed(ACCOUNT_KEY_ID, Method::GET, "/x", "", &account("8"))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
+    // Reissue over HTTP answers the same token.
+    let (status, body) = server
+        .send(
+            Method::POST,
+            "/auth/token/reissue",
+            &[("content-type", "application/json".into())],
+            &json!({ "token": token }).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["access_token"], token.as_str());
+    assert_eq!(body["id_token"], Value::Null);
+
+    // Metrics count outcomes and body forms.
+    let (status, metrics) = server.send(Method::GET, "/metrics", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains(r#"armor_psk_requests_total{outcome="forbidden_for_api_key"} 22"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"armor_psk_requests_total{outcome="unknown_key"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"armor_psk_body_forms_total{form="digest"} 1"#),
+        "{metrics}"
+    );
+
+    // One line per request, and never a secret, a signature or a token in the logs.
+    let logs = server.logs();
+    assert!(logs.contains("path=\"/core/vms\""), "{logs}");
+    for secret in [SECRET, token.as_str(), PASSWORD] {
+        assert!(!logs.contains(secret), "the logs hold a secret: {secret}");
+    }
+    let header_prefix = format!("{KEY_ID}:");
+    let leaked: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains(&header_prefix))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the logs hold an Authorization header: {leaked:#?}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_old_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = keys_file(dir.path());
+    let server = Server::start(&["--keys", path.to_str().unwrap()], 1);
+    assert_eq!(
+        server.signed(KEY_ID, Method::GET, "/me", "", &[]).await.0,
+        StatusCode::OK
+    );
+
+    std::fs::write(
+        &path,
+        format!("[[keys]]\nid = \"new-key\"\nsecret = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    hang_up(&server);
+    let mut accepted = false;
+    for _ in 0..100 {
+        if server
+            .signed("new-key", Method::GET, "/me", "", &[])
+            .await
+            .0
+            == StatusCode::OK
+        {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "the new key was not loaded: {}", server.logs());
+    let (status, body) = server.signed(KEY_ID, Method::GET, "/me", "", &[]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unknown_key")
+    );
+
+    std::fs::write(&path, "[[keys]\nid = ").unwrap();
+    hang_up(&server);
+    let mut logged = false;
+    for _ in 0..100 {
+        if server.logs().contains("reload failed") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "{}", server.logs());
+    assert_eq!(
+        server
+            .signed("new-key", Method::GET, "/me", "", &[])
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+fn hang_up(server: &Server) {
+    let status = Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_missing_or_malformed_keys_file_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[[keys]]\nid = \"a\"\nsecret = \"topsecret\nname = 1\n",
+    )
+    .unwrap();
+    let bad_hash = dir.path().join("bad-hash.toml");
+    std::fs::write(
+        &bad_hash,
+        "[[users]]\nusername = \"u\"\npassword_hash = \"plain\"\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.toml");
+    for path in [&broken, &bad_hash, &missing] {
+        let output = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{path:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("armor-psk: error: "), "{stderr}");
+        assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("topsecret"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn demo_prints_lines_that_work() {
+    let server = Server::start(&["--demo"], 9);
+    let lines = &server.stdout_lines;
+    let field = |prefix: &str| -> String {
+        lines
+            .iter()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:#?}"))
+            .trim()
+            .to_owned()
+    };
+    let key_id = field("demo key id:");
+    let secret = field("demo secret:");
+    assert_eq!(field("demo user:"), "demo@example.com");
+    let password = field("demo password:");
+    assert!(uuid::Uuid::parse_str(&key_id).is_ok(), "{key_id}");
+    assert_eq!(secret.len(), 44, "32 bytes of base64: {secret}");
+    assert_eq!(
+        lines[5],
+        "Paste to try (a signature is good once, within 5 minutes):"
+    );
+    let curl = lines[6].trim();
+    assert!(
+        curl.starts_with(&format!(
+            "curl -sS {}/me -H 'Authorization: ARMOR-PSK {key_id}:",
+            server.base
+        )),
+        "{curl}"
+    );
+    let sign = lines[7].trim();
+    assert!(sign.starts_with("ARMOR_PSK_SECRET='"), "{sign}");
+    assert!(
+        sign.ends_with(&format!(
+            "sign --key-id {key_id} --secret-env ARMOR_PSK_SECRET --curl GET {}/me | sh",
+            server.base
+        )),
+        "{sign}"
+    );
+    let authorize = lines[8].trim();
+    assert!(
+        authorize.contains(&format!("-X POST {}/auth/authorize", server.base)),
+        "{authorize}"
+    );
+    assert!(authorize.contains(&password), "{authorize}");
+
+    // Each line, pasted into a shell, works.
+    let run = |line: &str| {
+        let output = Command::new("sh").args(["-c", line]).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    assert_eq!(run(curl), json!({ "key_id": key_id }));
+    assert_eq!(
+        run(curl)["error"]["code"],
+        "replayed_nonce",
+        "a pasted header is good once"
+    );
+    assert_eq!(run(sign), json!({ "key_id": key_id }));
+    let code = run(authorize);
+    assert_eq!(code["success"], true, "{code}");
+}
+
+#[test]
+fn keygen_sign_and_hash_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    for name in ["first", "second"] {
+        let output = Command::new(BIN)
+            .args(["keygen", "--keys"])
+            .arg(&keys)
+            .args(["--name", name])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(stdout.contains("secret: "), "{stdout}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keys).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let store = armor_psk::key_store::FileKeyStore::open(&keys).unwrap();
+    assert_eq!(store.len(), 2);
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let table: toml::Value = toml::from_str(&text).unwrap();
+    let first = &table["keys"][0];
+    let (key_id, secret) = (
+        first["id"].as_str().unwrap(),
+        first["secret"].as_str().unwrap(),
+    );
+    assert_eq!(first["name"].as_str(), Some("first"));
+    assert!(secret.len() >= 43);
+
+    // sign: the header it prints verifies against the same key.
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let output = Command::new(BIN)
+        .args(["sign", "--key-id", key_id, "--secret-file"])
+        .arg(&secret_file)
+        .args([
+            "--form",
+            "raw",
+            "--nonce",
+            "fixed-nonce",
+            "POST",
+            "http://h/core/x?y=1",
+            "--data",
+            "{}",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let header = String::from_utf8(output.stdout).unwrap();
+    let credential = armor_psk::psk::Credential::parse(header.trim()).unwrap();
+    assert_eq!(credential.key_id(), key_id);
+    assert_eq!(credential.nonce(), "fixed-nonce");
+    let expected = Signer::new(key_id, secret)
+        .unwrap()
+        .body_form(armor_psk::psk::BodyForm::Raw)
+        .authorization_with(
+            &Method::POST,
+            "/core/x",
+            b"{}",
+            "fixed-nonce",
+            credential.timestamp(),
+        )
+        .unwrap();
+    assert_eq!(header.trim(), expected.to_str().unwrap());
+
+    let output = Command::new(BIN)
+        .args([
+            "sign",
+            "--key-id",
+            key_id,
+            "--secret-env",
+            "NO_SUCH_VARIABLE_SET",
+            "GET",
+            "http://h/",
+        ])
+        .env_remove("NO_SUCH_VARIABLE_SET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let output = Command::new(BIN)
+        .args(["sign", "--key-id", key_id, "GET", "http://h/"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a secret source is required");
+
+    // hash-password: one line from stdin, without its line ending.
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"pass word\r\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    let user = armor_psk::session::User::new("u", hash.trim(), vec![]).unwrap();
+    assert_eq!(user.username(), "u");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+}
