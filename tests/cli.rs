@@ -544,8 +544,46 @@ async fn demo_prints_lines_that_work() {
         "a pasted header is good once"
     );
     assert_eq!(run(sign), json!({ "key_id": key_id }));
-    let code = run(authorize);
-    assert_eq!(code["success"], true, "{code}");
+    let authorized = run(authorize);
+    assert_eq!(authorized["success"], true, "{authorized}");
+
+    // --demo turns --explain on: a bad signature comes back with the server's signing strings.
+    let wrong = Signer::new(key_id.as_str(), "not the secret").unwrap();
+    let header = wrong
+        .authorization_with(
+            &Method::POST,
+            "/core/x",
+            b"{}",
+            "n1",
+            armor_psk::clock::Clock::now_unix(&armor_psk::clock::SystemClock),
+        )
+        .unwrap();
+    let (status, body) = server
+        .send(
+            Method::POST,
+            "/core/x?q=1",
+            &[("authorization", header.to_str().unwrap().to_owned())],
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "bad_signature")
+    );
+    let explained = body["error"]["signing_strings"]
+        .as_array()
+        .expect("signing strings");
+    let forms: Vec<&str> = explained
+        .iter()
+        .map(|e| e["form"].as_str().unwrap())
+        .collect();
+    assert_eq!(forms, ["digest", "raw"]);
+    let raw = explained[1]["signing_string"].as_str().unwrap();
+    assert!(
+        raw.starts_with(&format!("{key_id}POST/core/xn1")) && raw.ends_with("{}"),
+        "{raw}"
+    );
+    assert!(!body.to_string().contains(&secret));
 }
 
 #[test]

@@ -25,12 +25,14 @@
 //! ```
 
 mod body;
+mod explain;
 mod future;
 mod identity;
 mod layer;
 mod service;
 
 pub use body::VerifiedBody;
+pub use explain::SigningStringFor;
 pub use future::ResponseFuture;
 pub use identity::VerifiedKey;
 pub use layer::{

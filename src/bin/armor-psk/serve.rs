@@ -38,8 +38,13 @@ pub(crate) struct ServeArgs {
     )]
     keys: Option<PathBuf>,
     /// Make a demo key and user (no file needed), print them and lines ready to paste.
+    /// Turns --explain on.
     #[arg(long)]
     demo: bool,
+    /// Add to each bad_signature answer the signing string the server computed for each body
+    /// form it tried (never the secret or the expected MAC), for client authors.
+    #[arg(long)]
+    explain: bool,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), Fatal> {
@@ -124,15 +129,19 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
     };
     let sessions = Sessions::builder(directory.users).build();
     let key_accounts = directory.key_accounts;
-    let auth = ArmorAuthLayer::new(VerifyPskLayer::new(directory.key_store), sessions.clone())
+    let psk = VerifyPskLayer::new(directory.key_store);
+    let auth = ArmorAuthLayer::new(psk.clone(), sessions.clone())
         .key_accounts(move |key_id| key_accounts(key_id));
     let metrics = Metrics::default();
 
-    let api = Router::new()
+    let mut api = Router::new()
         .route("/me", get(me))
         .fallback(echo)
         .layer(middleware::from_fn(expose_identity))
         .layer(auth);
+    if args.explain || args.demo {
+        api = api.layer(middleware::from_fn_with_state(psk, explain_bad_signatures));
+    }
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .with_state(metrics.clone())
@@ -293,6 +302,50 @@ async fn echo(
         "body_form": body_form,
         "body_length": body.len(),
     }))
+}
+
+/// Adds the signing strings the verifier computed to a `bad_signature` answer. The body is
+/// buffered here (a test double can afford it) so that it can be shown after the verifier read
+/// it.
+async fn explain_bad_signatures(
+    State(psk): State<VerifyPskLayer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.headers.clone(),
+    );
+    let limit = armor_psk::verify::DEFAULT_BODY_LIMIT;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return Rejection::BodyTooLarge { limit }.into_response();
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes.clone())))
+        .await;
+    if response.extensions().get::<Rejection>() != Some(&Rejection::BadSignature) {
+        return response;
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    let Some(explained) = psk.explain(&request.into_parts().0, &bytes) else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Rejection::BadSignature.into_response();
+    };
+    let mut answer: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({}));
+    answer["error"]["signing_strings"] = explained
+        .iter()
+        .map(|e| json!({ "form": e.form.as_str(), "signing_string": e.signing_string }))
+        .collect();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(answer.to_string()))
 }
 
 /// Copies the caller's identity into the response, for the log line and the metrics outside.
