@@ -64,6 +64,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod clock;
+pub mod date_hmac;
 pub mod key_store;
 #[cfg(feature = "session")]
 pub mod policy;
