@@ -22,7 +22,11 @@ use crate::psk::MAX_KEY_ID_LEN;
 /// secret = "..."
 /// disabled = true               # optional: the key is refused as unknown
 /// accounts = [1234, 5678]       # optional: the accounts the key may act on
+/// schemes = ["date-hmac"]       # optional: the schemes it may sign with ("armor-psk" if absent)
 /// ```
+///
+/// As a [`KeyStore`] it answers for the keys that may sign with ARMOR-PSK;
+/// [`for_scheme`](FileKeyStore::for_scheme) gives the keys of another scheme.
 ///
 /// Other top-level tables are ignored, so the file can carry settings of other tools; inside a
 /// `[[keys]]` table an unknown field is an error (a misspelt `disabled` must not pass unnoticed).
@@ -49,7 +53,11 @@ type KeySet = HashMap<String, KeyRecord>;
 struct KeyRecord {
     secret: Secret,
     accounts: Vec<i64>,
+    schemes: Vec<String>,
 }
+
+/// The scheme a key may sign with when its table names none.
+pub const DEFAULT_SCHEME: &str = "armor-psk";
 
 /// Why a keys file could not be loaded. The message names the file and the fault, never a
 /// secret.
@@ -102,6 +110,8 @@ struct KeyEntry {
     disabled: bool,
     #[serde(default)]
     accounts: Vec<i64>,
+    #[serde(default)]
+    schemes: Option<Vec<String>>,
 }
 
 impl FileKeyStore {
@@ -148,6 +158,22 @@ impl FileKeyStore {
             .unwrap_or_default()
     }
 
+    /// A view of this store that finds only the keys whose `schemes` list `scheme`. It follows
+    /// reloads.
+    pub fn for_scheme(&self, scheme: impl Into<String>) -> SchemeKeys {
+        SchemeKeys {
+            store: self.clone(),
+            scheme: scheme.into(),
+        }
+    }
+
+    fn find(&self, key_id: &str, scheme: &str) -> Option<Secret> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        keys.get(key_id)
+            .filter(|record| record.schemes.iter().any(|s| s == scheme))
+            .map(|record| record.secret.clone())
+    }
+
     fn current(&self) -> Arc<KeySet> {
         Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -165,10 +191,27 @@ impl fmt::Debug for FileKeyStore {
 #[async_trait]
 impl KeyStore for FileKeyStore {
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        Ok(keys.get(key_id).map(|record| record.secret.clone()))
+        Ok(self.find(key_id, DEFAULT_SCHEME))
     }
 }
+
+/// The keys of a [`FileKeyStore`] that may sign with one scheme; see
+/// [`FileKeyStore::for_scheme`].
+#[derive(Debug, Clone)]
+pub struct SchemeKeys {
+    store: FileKeyStore,
+    scheme: String,
+}
+
+#[async_trait]
+impl KeyStore for SchemeKeys {
+    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+        Ok(self.store.find(key_id, &self.scheme))
+    }
+}
+
+/// The schemes a keys file may name.
+const KNOWN_SCHEMES: [&str; 2] = [DEFAULT_SCHEME, "date-hmac"];
 
 fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
     let text = std::fs::read_to_string(path).map_err(|source| FileKeyStoreError::Io {
@@ -206,9 +249,21 @@ fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
                 entry.id
             )));
         }
+        let schemes = entry
+            .schemes
+            .unwrap_or_else(|| vec![DEFAULT_SCHEME.to_owned()]);
+        if let Some(unknown) = schemes
+            .iter()
+            .find(|s| !KNOWN_SCHEMES.contains(&s.as_str()))
+        {
+            return Err(invalid(&format!(
+                "unknown scheme {unknown:?} (expected one of {KNOWN_SCHEMES:?})"
+            )));
+        }
         let record = KeyRecord {
             secret: Secret::new(entry.secret.into_bytes()),
             accounts: entry.accounts,
+            schemes,
         };
         if !entry.disabled {
             keys.insert(entry.id, record);
@@ -271,6 +326,36 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(store.accounts("key-1"), [7, 8]);
         assert!(store.accounts("key-2").is_empty());
+    }
+
+    #[tokio::test]
+    async fn keys_are_found_for_the_schemes_they_list() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write(
+            &mut file,
+            "[[keys]]\nid = \"psk\"\nsecret = \"a\"\n\
+             [[keys]]\nid = \"date\"\nsecret = \"b\"\nschemes = [\"date-hmac\"]\n\
+             [[keys]]\nid = \"both\"\nsecret = \"c\"\nschemes = [\"armor-psk\", \"date-hmac\"]\n",
+        );
+        let store = FileKeyStore::open(file.path()).unwrap();
+        let date = store.for_scheme("date-hmac");
+        for (id, psk, date_hmac) in [
+            ("psk", true, false),
+            ("date", false, true),
+            ("both", true, true),
+        ] {
+            assert_eq!(store.lookup(id).await.unwrap().is_some(), psk, "{id}");
+            assert_eq!(date.lookup(id).await.unwrap().is_some(), date_hmac, "{id}");
+        }
+        write(
+            &mut file,
+            "[[keys]]\nid = \"x\"\nsecret = \"a\"\nschemes = [\"basic\"]\n",
+        );
+        assert!(store
+            .reload()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown scheme"));
     }
 
     #[tokio::test]

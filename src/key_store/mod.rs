@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use file::{FileKeyStore, FileKeyStoreError};
+pub use file::{FileKeyStore, FileKeyStoreError, SchemeKeys, DEFAULT_SCHEME};
 pub use memory::{MemoryKeyStore, MemoryKeyStoreBuilder};
 pub use secret::Secret;
 
