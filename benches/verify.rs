@@ -1,9 +1,13 @@
 //! Benchmarks of the verifier: `cargo bench --bench verify`.
 //!
 //! - `parse`: parsing an `Authorization` header;
-//! - `verify_small`: a signed `GET /accounts/2` without a body through the whole layer (moka
-//!   replay store included), against the floor of any verifier: one base64 decode and one
-//!   HMAC-SHA512;
+//! - `verify_small`: a signed `GET /accounts/2` without a body through the whole layer, with
+//!   each replay store (`layer_moka`, the default; `layer_compact`; `layer_null_store`, a store
+//!   that remembers nothing, to show what the layer costs apart from its store), against the
+//!   floor of any verifier (one base64 decode and one HMAC-SHA512, `floor`) and against a peer:
+//!   the `hawk` crate's server-side check of one request header (`hawk_sha512`, `hawk_sha256`:
+//!   parse the header, recompute its MAC, compare, check the timestamp; hawk records no nonce,
+//!   it leaves that to its caller);
 //! - `verify_body`: 1 KiB, 64 KiB and 1 MiB bodies through the layer, with only the `digest`
 //!   form configured, and with every form while the request was signed `raw` (so the digest is
 //!   tried first, then the raw form), against the floor of one SHA-512 pass over the body.
@@ -17,7 +21,9 @@ use std::time::Duration;
 
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{BodyForm, BodyForms, Credential, SigningString};
-use armor_psk::replay::MokaReplayStore;
+use armor_psk::replay::{
+    CompactReplayStore, MokaReplayStore, Recorded, ReplayRecord, ReplayStore, ReplayStoreError,
+};
 use armor_psk::verify::VerifiedBody;
 use armor_psk::{Signer, VerifyPskLayer};
 use base64::engine::general_purpose::STANDARD;
@@ -43,8 +49,11 @@ const TIMESTAMP: i64 = 1_528_140_529;
 
 /// Live entries the benches' replay stores may hold: every accepted request stays remembered
 /// (two entries) for as long as a bench runs, and the default capacity (1,200,000) could fill
-/// up during a long run and refuse requests with 503.
-const REPLAY_CAPACITY: u64 = 50_000_000;
+/// up during a run and refuse requests with 503. Room for 3,000,000 requests, more than a run
+/// of one bench sends (about 4 s at 1 to 6 µs each), and not so much more that the compact
+/// store's table (allocated up front, 25 bytes an entry) dwarfs what a server would use.
+/// Each bench checks after its run that the layer still accepts a request.
+const REPLAY_CAPACITY: u64 = 6_000_000;
 
 fn runtime() -> Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -60,11 +69,60 @@ fn short(group: &mut BenchmarkGroup<'_, WallTime>) {
         .sample_size(30);
 }
 
-/// The verifier over one demo key, with a replay store large enough for a whole bench.
+/// The verifier over one demo key, with a moka replay store large enough for a whole bench.
 fn layer() -> VerifyPskLayer {
+    layer_with(MokaReplayStore::builder().capacity(REPLAY_CAPACITY).build())
+}
+
+fn layer_with(store: impl ReplayStore) -> VerifyPskLayer {
     let keys = MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
-    VerifyPskLayer::new(keys)
-        .replay_store(MokaReplayStore::builder().capacity(REPLAY_CAPACITY).build())
+    VerifyPskLayer::new(keys).replay_store(store)
+}
+
+/// A replay store that remembers nothing: the layer's cost apart from its store.
+struct NullStore;
+
+#[armor_psk::async_trait]
+impl ReplayStore for NullStore {
+    async fn record(&self, _: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        Ok(Recorded::Fresh)
+    }
+}
+
+/// The `hawk` crate's server side: parse the `Authorization` header's parameters, rebuild the
+/// request, recompute the MAC and compare, check the timestamp. Returns whether it verified.
+struct Hawk {
+    key: hawk::Key,
+    header: String,
+}
+
+impl Hawk {
+    fn new(algorithm: hawk::DigestAlgorithm) -> Self {
+        let credentials = hawk::Credentials {
+            id: KEY_ID.to_owned(),
+            key: hawk::Key::new(SECRET, algorithm).expect("a hawk key"),
+        };
+        let header = hawk::RequestBuilder::new("GET", "127.0.0.1", 3000, PATH)
+            .request()
+            .make_header(&credentials)
+            .expect("a hawk header");
+        Hawk {
+            key: credentials.key,
+            header: format!("Hawk {header}"),
+        }
+    }
+
+    fn verify(&self, authorization: &str) -> bool {
+        let Some(params) = authorization.strip_prefix("Hawk ") else {
+            return false;
+        };
+        let Ok(header) = params.parse::<hawk::Header>() else {
+            return false;
+        };
+        let request = hawk::RequestBuilder::new("GET", "127.0.0.1", 3000, PATH).request();
+        // The header was made when the bench started: a skew that covers any run.
+        request.validate_header(&header, &self.key, Duration::from_secs(86_400))
+    }
 }
 
 /// An inner service that does nothing.
@@ -171,22 +229,49 @@ fn verify_small(c: &mut Criterion) {
     };
     assert!(floor(&signature, &signing), "the floor does not verify");
 
-    let service = layer().layer(no_op());
-    assert_accepted(&runtime, &service, signed_get(&signer));
+    let hawk_sha512 = Hawk::new(hawk::DigestAlgorithm::Sha512);
+    let hawk_sha256 = Hawk::new(hawk::DigestAlgorithm::Sha256);
+    assert!(hawk_sha512.verify(&hawk_sha512.header));
+    assert!(hawk_sha256.verify(&hawk_sha256.header));
+
+    let layers = [
+        ("layer_null_store", layer_with(NullStore).layer(no_op())),
+        (
+            "layer_compact",
+            layer_with(
+                CompactReplayStore::builder()
+                    .capacity(REPLAY_CAPACITY)
+                    .build(),
+            )
+            .layer(no_op()),
+        ),
+        ("layer_moka", layer().layer(no_op())),
+    ];
+    for (_, service) in &layers {
+        assert_accepted(&runtime, service, signed_get(&signer));
+    }
 
     let mut group = c.benchmark_group("verify_small");
     short(&mut group);
     group.bench_function("floor", |b| {
         b.iter(|| floor(black_box(&signature), black_box(&signing)))
     });
-    group.bench_function("layer_moka", |b| {
-        b.to_async(&runtime).iter_batched(
-            || signed_get(&signer),
-            |request| service.clone().oneshot(request),
-            BatchSize::SmallInput,
-        )
-    });
+    for (name, hawk) in [("hawk_sha512", &hawk_sha512), ("hawk_sha256", &hawk_sha256)] {
+        group.bench_function(name, |b| b.iter(|| hawk.verify(black_box(&hawk.header))));
+    }
+    for (name, service) in &layers {
+        group.bench_function(*name, |b| {
+            b.to_async(&runtime).iter_batched(
+                || signed_get(&signer),
+                |request| service.clone().oneshot(request),
+                BatchSize::SmallInput,
+            )
+        });
+    }
     group.finish();
+    for (_, service) in &layers {
+        assert_accepted(&runtime, service, signed_get(&signer));
+    }
 }
 
 fn verify_body(c: &mut Criterion) {

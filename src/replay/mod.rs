@@ -1,4 +1,5 @@
-//! Refusing replays: the [`ReplayStore`] trait and its in-memory [`MokaReplayStore`].
+//! Refusing replays: the [`ReplayStore`] trait and its in-memory stores, [`MokaReplayStore`]
+//! (the default) and [`CompactReplayStore`] (a smaller, faster second choice).
 //!
 //! Two rules (see the README's security notes):
 //!
@@ -12,10 +13,15 @@
 //! A request is recorded only after every other check passed, and each entry is kept until its
 //! own timestamp leaves the window, not for a window counted from its arrival.
 
+mod compact;
+#[cfg(test)]
+mod conformance;
+mod keys;
 mod moka;
 
 use async_trait::async_trait;
 
+pub use self::compact::{CompactReplayStore, CompactReplayStoreBuilder};
 pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
 use crate::psk::MAC_LEN;
 

@@ -15,7 +15,8 @@ use crate::rejection::Rejection;
 #[derive(Debug, Default)]
 pub struct VerifiedBody {
     chunks: VecDeque<Bytes>,
-    trailers: Option<HeaderMap>,
+    /// Boxed: few requests have trailers, and every request's future carries this body.
+    trailers: Option<Box<HeaderMap>>,
     remaining: u64,
 }
 
@@ -50,7 +51,7 @@ impl Body for VerifiedBody {
         Poll::Ready(
             self.trailers
                 .take()
-                .map(|trailers| Ok(Frame::trailers(trailers))),
+                .map(|trailers| Ok(Frame::trailers(*trailers))),
         )
     }
 
@@ -92,7 +93,7 @@ where
                 if let Ok(trailers) = frame.into_trailers() {
                     buffered
                         .trailers
-                        .get_or_insert_with(HeaderMap::new)
+                        .get_or_insert_with(Default::default)
                         .extend(trailers);
                 }
             }

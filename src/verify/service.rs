@@ -102,13 +102,54 @@ where
         // The service that was polled ready goes with this request; a fresh clone stays behind
         // (tower-service docs, "Be careful when cloning inner services").
         let fresh = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, fresh);
-        ResponseFuture::verifying(Box::pin(async move {
-            match verify(&config, claim, request).await {
-                Ok(request) => inner.call(request).await,
-                Err(rejection) => Ok(respond(&config, rejection)),
-            }
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let (parts, body) = request.into_parts();
+        ResponseFuture::verifying(Box::pin(Verifying::Checking {
+            check: verify(Arc::clone(&config), claim, parts, body),
+            inner,
+            config,
         }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The work after the header: the checks (`verify`), then the inner service's call.
+    ///
+    /// Written out rather than as an `async` block: rustc keeps an `async` block's captures
+    /// beside the futures it awaits, so the request (and the claim) would be stored twice in
+    /// every request's allocation.
+    #[project = VerifyingProj]
+    enum Verifying<V, F, S> {
+        Checking { #[pin] check: V, inner: S, config: Arc<Config> },
+        Calling { #[pin] call: F },
+    }
+}
+
+impl<V, S, ResBody> std::future::Future for Verifying<V, S::Future, S>
+where
+    V: std::future::Future<Output = Result<Request<VerifiedBody>, Rejection>>,
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let call = match self.as_mut().project() {
+                VerifyingProj::Checking {
+                    check,
+                    inner,
+                    config,
+                } => match std::task::ready!(check.poll(cx)) {
+                    // The polled-ready service makes the call, and is dropped with this state
+                    // (as the `async` block dropped it).
+                    Ok(request) => inner.call(request),
+                    Err(rejection) => return Poll::Ready(Ok(respond(config, rejection))),
+                },
+                VerifyingProj::Calling { call } => return call.poll(cx),
+            };
+            self.set(Verifying::Calling { call });
+        }
     }
 }
 
@@ -154,16 +195,25 @@ fn check_window(config: &Config, timestamp: i64) -> Result<i64, Rejection> {
     Ok(now)
 }
 
+/// The checks after the header. Takes the request in parts, and everything by value, so that
+/// its future holds each once (rustc stores an `async fn`'s arguments apart from the locals
+/// they would be moved into).
 async fn verify<B>(
-    config: &Config,
+    config: Arc<Config>,
     claim: Claim,
-    request: Request<B>,
+    mut parts: http::request::Parts,
+    body: B,
 ) -> Result<Request<VerifiedBody>, Rejection>
 where
     B: Body,
     B::Error: fmt::Display,
 {
-    let lookup = guarded(config.store_timeout, config.key_store.lookup(&claim.key_id)).await;
+    // Called on the trait object itself: through `Arc<dyn KeyStore>`'s own impl, the call
+    // would box a second future around the store's.
+    let lookup = guarded(config.store_timeout, || {
+        (*config.key_store).lookup(&claim.key_id)
+    })
+    .await;
     let secret = match lookup {
         Ok(Ok(Some(secret))) => secret,
         Ok(Ok(None)) => return Err(Rejection::UnknownKey),
@@ -177,13 +227,12 @@ where
         }
     };
 
-    let (mut parts, body) = request.into_parts();
     if declared_length(&parts.headers).is_some_and(|length| length > config.body_limit as u64) {
         return Err(Rejection::BodyTooLarge {
             limit: config.body_limit,
         });
     }
-    let mut body = tokio::time::timeout(config.body_timeout, read_limited(body, config.body_limit))
+    let mut body = within(config.body_timeout, read_limited(body, config.body_limit))
         .await
         .map_err(|_| Rejection::BodyTimeout {
             timeout_secs: config.body_timeout.as_secs(),
@@ -208,11 +257,15 @@ where
 
     // Reading the body took time: the timestamp must still be inside the window, so that the
     // entry recorded now outlives every copy of the request that could still be accepted.
-    let now = check_window(config, claim.timestamp)?;
+    let now = check_window(&config, claim.timestamp)?;
     let expires_at = claim.timestamp.saturating_add_unsigned(config.window_secs);
     let record = ReplayRecord::new(&claim.key_id, &claim.nonce, &claim.mac, expires_at, now)
         .unique_nonce(config.unique_nonce);
-    match guarded(config.store_timeout, config.replay_store.record(&record)).await {
+    match guarded(config.store_timeout, || {
+        (*config.replay_store).record(&record)
+    })
+    .await
+    {
         Ok(Ok(Recorded::Fresh)) => {}
         Ok(Ok(_)) => return Err(Rejection::ReplayedNonce),
         Ok(Err(ReplayStoreError::Full { capacity })) => {
@@ -255,17 +308,64 @@ impl fmt::Display for StoreFault {
 }
 
 /// Runs a store call under `timeout`, and turns a panic inside it into an error: one broken
-/// store call must cost one request a 503, not the connection or the worker.
-async fn guarded<T>(
+/// store call must cost one request a 503, not the connection or the worker. `call` makes the
+/// store's future, and is guarded too: a store may panic before it returns its future.
+async fn guarded<F: std::future::Future>(
     timeout: std::time::Duration,
-    call: impl std::future::Future<Output = T>,
-) -> Result<T, StoreFault> {
+    call: impl FnOnce() -> F,
+) -> Result<F::Output, StoreFault> {
     use futures_util::FutureExt as _;
+    let Ok(call) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) else {
+        return Err(StoreFault::Panicked);
+    };
     let call = std::panic::AssertUnwindSafe(call).catch_unwind();
-    match tokio::time::timeout(timeout, call).await {
+    match within(timeout, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_panic)) => Err(StoreFault::Panicked),
-        Err(_elapsed) => Err(StoreFault::TimedOut(timeout)),
+        Err(TimedOut) => Err(StoreFault::TimedOut(timeout)),
+    }
+}
+
+/// A future given `limit` to finish: `tokio::time::timeout`, with the timer armed (and boxed)
+/// only if the future is not ready on its first poll. In-memory stores and bodies that arrived
+/// with their headers are ready at once, and arming a timer (reading the clock, reaching the
+/// runtime's timer through its thread-local handle) costs more than such a store call; an
+/// unarmed timer also keeps its room out of every request's future. As with
+/// `tokio::time::timeout`, a future that is ready is never timed out.
+fn within<F: std::future::Future>(limit: std::time::Duration, future: F) -> Within<F> {
+    Within {
+        future,
+        limit,
+        timer: None,
+    }
+}
+
+/// The future's time ran out.
+#[derive(Debug)]
+struct TimedOut;
+
+pin_project_lite::pin_project! {
+    struct Within<F> {
+        #[pin]
+        future: F,
+        limit: std::time::Duration,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Within<F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        let limit = *this.limit;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
     }
 }
 

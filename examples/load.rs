@@ -1,0 +1,563 @@
+//! A bounded end-to-end load run on loopback: `cargo run --release --example load`.
+//!
+//! Four servers, one after the other, each a child process of this binary pinned to CPU 0
+//! (`taskset -c 0`), serving `GET /accounts/2` with `hello` on a single-threaded tokio runtime:
+//!
+//! - `bare`: axum alone;
+//! - `floor`: axum behind a middleware that does only the irreducible work: parse the header,
+//!   one HMAC-SHA512 with a precomputed keyed state, compare;
+//! - `full-moka`: axum behind `VerifyPskLayer` with its default settings (the moka replay store);
+//! - `full-compact`: the same with `CompactReplayStore`.
+//!
+//! The load generator runs in this process, pinned to CPU 1 (it re-executes itself under
+//! `taskset -c 1`), with a fixed number of keep-alive connections, each sending one request at a
+//! time. Every request is freshly signed (a new UUID nonce and the current time) by the crate's
+//! `Signer`, so the replay store does real work: the requests for one server are signed into a
+//! pool just before it is measured (signing in the loop would make the generator, not the
+//! server, the bottleneck). Every response must be a 200. The server's CPU time per request is
+//! read from `/proc/<pid>/stat`.
+//!
+//! Each server gets a warm-up, then a fixed number of measured requests, and stops early at a
+//! time cap: the run always ends by itself. Servers listen on 127.0.0.1 only and exit when this
+//! process closes their stdin (or at their own time cap).
+//!
+//! Options: `--requests N` (measured requests per server, default 100000), `--warmup N`
+//! (default 10000), `--connections N` (default 32), `--cap-secs N` (per server and round,
+//! default 30), `--rounds N` (default 3: the servers take turns, and the summary gives each
+//! figure's median), `--servers a,b` (default all four).
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use armor_psk::key_store::MemoryKeyStore;
+use armor_psk::psk::{Credential, HmacSha512, SigningString};
+use armor_psk::replay::CompactReplayStore;
+use armor_psk::{Signer, VerifyPskLayer};
+use axum::extract::Request;
+use axum::http::{header::AUTHORIZATION, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hmac::Mac as _;
+use http::Method;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
+const SECRET: &str = "Qm9ndXMgZGVtbyBzZWNyZXQgZm9yIHRoZSBsb2FkIHJ1bg";
+const PATH: &str = "/accounts/2";
+const SERVERS: [&str; 4] = ["bare", "floor", "full-moka", "full-compact"];
+/// How long a server lives at most, whatever happens to this process.
+const SERVER_CAP: Duration = Duration::from_secs(600);
+/// Set in the re-executed generator, so that it does not re-execute itself again.
+const PINNED: &str = "ARMOR_PSK_LOAD_PINNED";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(kind) = option(&args, "--serve") {
+        return serve(&kind);
+    }
+    if std::env::var_os(PINNED).is_none() && taskset_works() {
+        // Re-run this generator pinned to CPU 1; the servers go to CPU 0.
+        let status = Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(&args[0])
+            .args(&args[1..])
+            .env(PINNED, "1")
+            .status();
+        return match status {
+            Ok(status) if status.success() => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("error: cannot run taskset: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match generate(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn option(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|arg| arg == name)
+        .and_then(|at| args.get(at + 1).cloned())
+}
+
+fn number(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    option(args, name).map_or(Ok(default), |value| {
+        value
+            .parse()
+            .map_err(|_| format!("{name} takes a number, not {value:?}"))
+    })
+}
+
+fn taskset_works() -> bool {
+    Command::new("taskset")
+        .args(["-c", "0", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+// --- The servers. --------------------------------------------------------------------------------
+
+fn serve(kind: &str) -> ExitCode {
+    let app = match app(kind) {
+        Some(app) => app,
+        None => {
+            eprintln!("error: unknown server {kind:?} (expected one of {SERVERS:?})");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: no tokio runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("PORT {}", listener.local_addr()?.port());
+        let stop = async {
+            // The parent closes our stdin when it is done with us (or dies).
+            let closed = tokio::task::spawn_blocking(|| {
+                let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            });
+            let _ = tokio::time::timeout(SERVER_CAP, closed).await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: server {kind}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn app(kind: &str) -> Option<Router> {
+    let hello = Router::new().route(PATH, get(|| async { "hello" }));
+    let keys = || MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
+    Some(match kind {
+        "bare" => hello,
+        "floor" => {
+            let keyed = Arc::new(HmacSha512::new_from_slice(SECRET.as_bytes()).ok()?);
+            hello.layer(axum::middleware::from_fn(move |request, next| {
+                floor(Arc::clone(&keyed), request, next)
+            }))
+        }
+        "full-moka" => hello.layer(VerifyPskLayer::new(keys())),
+        "full-compact" => {
+            hello.layer(VerifyPskLayer::new(keys()).replay_store(CompactReplayStore::default()))
+        }
+        _ => return None,
+    })
+}
+
+/// The irreducible work of any verifier: parse the header, one HMAC-SHA512 over the signing
+/// string with a precomputed keyed state, compare. No window, no key lookup, no replay record.
+async fn floor(keyed: Arc<HmacSha512>, request: Request, next: Next) -> Response {
+    let verified = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| Credential::parse_bytes(value.as_bytes()).ok())
+        .is_some_and(|credential| {
+            let signing = SigningString {
+                key_id: credential.key_id(),
+                method: request.method().as_str(),
+                path: request.uri().path(),
+                nonce: credential.nonce(),
+                timestamp: credential.timestamp(),
+            };
+            signing
+                .keyed_prefix(&keyed)
+                .verify_slice(credential.mac())
+                .is_ok()
+        });
+    if verified {
+        next.run(request).await
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+// --- The load generator. -------------------------------------------------------------------------
+
+struct Settings {
+    rounds: u64,
+    requests: u64,
+    warmup: u64,
+    connections: u64,
+    cap: Duration,
+}
+
+struct Outcome {
+    completed: u64,
+    failed: u64,
+    elapsed: Duration,
+    /// Latencies of the measured requests, in nanoseconds, sorted.
+    latencies: Vec<u64>,
+    /// Server CPU time (user and system) over the measured part.
+    server_cpu: Duration,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_us(&self, percent: f64) -> f64 {
+        let Some(last) = self.latencies.len().checked_sub(1) else {
+            return f64::NAN;
+        };
+        let at = ((last as f64) * percent / 100.0).round() as usize;
+        self.latencies[at.min(last)] as f64 / 1_000.0
+    }
+
+    fn cpu_per_request_us(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.completed.max(1) as f64
+    }
+}
+
+fn generate(args: &[String]) -> Result<(), String> {
+    let settings = Settings {
+        rounds: number(args, "--rounds", 3)?.max(1),
+        requests: number(args, "--requests", 100_000)?,
+        warmup: number(args, "--warmup", 10_000)?,
+        connections: number(args, "--connections", 32)?.max(1),
+        cap: Duration::from_secs(number(args, "--cap-secs", 30)?),
+    };
+    let servers: Vec<String> = option(args, "--servers").map_or_else(
+        || SERVERS.map(String::from).to_vec(),
+        |list| list.split(',').map(String::from).collect(),
+    );
+    let pinned = std::env::var_os(PINNED).is_some();
+    println!(
+        "load: {} measured requests per server after {} warm-up, {} connections, cap {} s; \
+         servers pinned to CPU 0 and generator to CPU 1: {}",
+        settings.requests,
+        settings.warmup,
+        settings.connections,
+        settings.cap.as_secs(),
+        if pinned {
+            "yes"
+        } else {
+            "no (taskset unavailable)"
+        }
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("no tokio runtime: {error}"))?;
+
+    // Rounds interleave the servers, so that a burst of other work on the machine lands on
+    // all of them; the summary takes each figure's median over the rounds.
+    let mut results: Vec<(String, Vec<Outcome>)> = servers
+        .iter()
+        .map(|kind| (kind.clone(), Vec::new()))
+        .collect();
+    for round in 1..=settings.rounds {
+        println!("round {round} of {}:", settings.rounds);
+        for (kind, outcomes) in &mut results {
+            let mut server = Server::start(kind, pinned)?;
+            let outcome = runtime.block_on(run(server.port, server.pid(), &settings));
+            server.stop();
+            let outcome = outcome?;
+            if outcome.failed > 0 {
+                return Err(format!(
+                    "{kind}: {} requests were not answered 200",
+                    outcome.failed
+                ));
+            }
+            println!(
+                "  {kind:<13} {:>8} req in {:>6.2} s: {:>9.0} req/s, p50 {:>7.1} µs, \
+                 p99 {:>7.1} µs, server CPU {:>5.1} µs/req",
+                outcome.completed,
+                outcome.elapsed.as_secs_f64(),
+                outcome.rate(),
+                outcome.percentile_us(50.0),
+                outcome.percentile_us(99.0),
+                outcome.cpu_per_request_us(),
+            );
+            outcomes.push(outcome);
+        }
+    }
+
+    let summary: Vec<(&str, [f64; 4])> = results
+        .iter()
+        .map(|(kind, outcomes)| {
+            let median = |figure: &dyn Fn(&Outcome) -> f64| {
+                let mut figures: Vec<f64> = outcomes.iter().map(figure).collect();
+                figures.sort_by(f64::total_cmp);
+                figures[figures.len() / 2]
+            };
+            let figures = [
+                median(&Outcome::rate),
+                median(&|outcome| outcome.percentile_us(50.0)),
+                median(&|outcome| outcome.percentile_us(99.0)),
+                median(&Outcome::cpu_per_request_us),
+            ];
+            (kind.as_str(), figures)
+        })
+        .collect();
+    let floor = summary
+        .iter()
+        .find(|(kind, _)| *kind == "floor")
+        .map(|(_, figures)| *figures);
+    println!("\nmedians over {} rounds:", settings.rounds);
+    println!(
+        "  {:<13} {:>9} {:>9} {:>9} {:>12} {:>10} {:>11}",
+        "server", "req/s", "p50 µs", "p99 µs", "CPU µs/req", "vs floor", "p99 added"
+    );
+    for (kind, [rate, p50, p99, cpu]) in &summary {
+        let (ratio, added) = floor.map_or((f64::NAN, f64::NAN), |floor| {
+            (100.0 * rate / floor[0], p99 - floor[2])
+        });
+        println!(
+            "  {kind:<13} {rate:>9.0} {p50:>9.1} {p99:>9.1} {cpu:>12.1} {ratio:>9.1}% {added:>+10.1}"
+        );
+    }
+    Ok(())
+}
+
+/// A server child process, killed (by its pid) if it is still running when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(kind: &str, pinned: bool) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|error| format!("own path: {error}"))?;
+        let mut command = if pinned {
+            let mut command = Command::new("taskset");
+            command.args(["-c", "0"]).arg(exe);
+            command
+        } else {
+            Command::new(exe)
+        };
+        let mut child = command
+            .args(["--serve", kind])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("cannot start server {kind}: {error}"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or("the server's stdout is not piped")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|error| format!("server {kind}: {error}"))?;
+        let port = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|port| port.parse().ok())
+            .ok_or_else(|| format!("server {kind} did not tell its port (said {line:?})"))?;
+        Ok(Server { child, port })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) {
+        // Closing stdin asks the server to shut down; it exits at once, as it has no
+        // connection left.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// User plus system CPU time of process `pid`, from `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|at| fields.get(*at)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+async fn run(port: u16, pid: u32, settings: &Settings) -> Result<Outcome, String> {
+    let signer = Signer::new(KEY_ID, SECRET).map_err(|error| error.to_string())?;
+    // Warm-up: connections made, caches and allocator warm; not measured.
+    let warmup = sign_pool(&signer, settings.warmup)?;
+    drive(port, warmup, settings.connections, settings.cap).await?;
+
+    let pool = sign_pool(&signer, settings.requests)?;
+    let cpu_before = cpu_time(pid);
+    let started = Instant::now();
+    let (mut latencies, failed) = drive(port, pool, settings.connections, settings.cap).await?;
+    let elapsed = started.elapsed();
+    let server_cpu = cpu_time(pid).saturating_sub(cpu_before);
+    latencies.sort_unstable();
+    Ok(Outcome {
+        completed: latencies.len() as u64,
+        failed,
+        elapsed,
+        latencies,
+        server_cpu,
+    })
+}
+
+/// `count` requests, each signed with a fresh nonce and the current time.
+fn sign_pool(signer: &Signer, count: u64) -> Result<Arc<Vec<Vec<u8>>>, String> {
+    let pool = (0..count)
+        .map(|_| {
+            let authorization = signer
+                .authorization(&Method::GET, PATH, b"")
+                .map_err(|error| error.to_string())?;
+            let authorization = authorization.to_str().map_err(|error| error.to_string())?;
+            Ok(format!(
+                "GET {PATH} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+                 authorization: {authorization}\r\n\r\n"
+            )
+            .into_bytes())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Arc::new(pool))
+}
+
+/// Sends every request of `pool` over `connections` keep-alive connections, one at a time on
+/// each, until done or `cap` passes. The latencies of the answered ones, and how many were not
+/// answered 200.
+async fn drive(
+    port: u16,
+    pool: Arc<Vec<Vec<u8>>>,
+    connections: u64,
+    cap: Duration,
+) -> Result<(Vec<u64>, u64), String> {
+    let tickets = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + cap;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let pool = Arc::clone(&pool);
+        let tickets = Arc::clone(&tickets);
+        tasks.spawn(async move {
+            let mut stream = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|error| format!("connect: {error}"))?;
+            stream
+                .set_nodelay(true)
+                .map_err(|error| error.to_string())?;
+            let mut latencies = Vec::new();
+            let mut failed = 0;
+            let mut buffer = Vec::with_capacity(4096);
+            loop {
+                let ticket = tickets.fetch_add(1, Ordering::Relaxed);
+                let Some(request) = pool.get(ticket as usize) else {
+                    break;
+                };
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                stream
+                    .write_all(request)
+                    .await
+                    .map_err(|error| format!("write: {error}"))?;
+                let status = read_response(&mut stream, &mut buffer).await?;
+                latencies.push(sent.elapsed().as_nanos() as u64);
+                failed += u64::from(status != 200);
+            }
+            Ok::<_, String>((latencies, failed))
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (some, failures) = joined.map_err(|error| format!("a connection task: {error}"))??;
+        latencies.extend(some);
+        failed += failures;
+    }
+    Ok((latencies, failed))
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` off `stream`; its status code.
+async fn read_response(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<u16, String> {
+    buffer.clear();
+    loop {
+        if let Some(head_end) = find(buffer, b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..head_end])
+                .map_err(|_| "a response head that is not UTF-8".to_owned())?;
+            let status = head
+                .get(9..12)
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| format!("a response without a status: {head:?}"))?;
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let total = head_end + 4 + length;
+            while buffer.len() < total {
+                read_more(stream, buffer).await?;
+            }
+            return Ok(status);
+        }
+        read_more(stream, buffer).await?;
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    let read = stream
+        .read(&mut chunk)
+        .await
+        .map_err(|error| format!("read: {error}"))?;
+    if read == 0 {
+        return Err("the server closed the connection".to_owned());
+    }
+    buffer.extend_from_slice(&chunk[..read]);
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}

@@ -1,0 +1,720 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+
+use super::keys::{self, KeyHashing, NonceKeys, Padded};
+use super::{Recorded, ReplayRecord, ReplayStore, ReplayStoreError};
+
+/// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
+///
+/// [`MokaReplayStore`]: super::MokaReplayStore
+const DEFAULT_RATE: u64 = 1_000;
+/// The longest an entry can live under the default ±300 s window.
+const DEFAULT_LIFETIME_SECS: u64 = 600;
+/// Most shards a store is split into: enough that two threads seldom wait for one lock and
+/// that sweeping one shard is a short pause, few enough that a small store stays in one.
+const MAX_SHARDS: u64 = 256;
+/// Entries a shard is given at least before the store is split further.
+const MIN_SHARD_ENTRIES: u64 = 4_096;
+/// How full (in percent of its slots) a table is when the store holds its capacity. Keys
+/// spread over the shards at random, so some shards hold more than their share: the rest is
+/// their room, and keeps probe sequences short.
+const LOAD_PERCENT: u64 = 85;
+/// Clock seconds between two sweeps of one shard: expired entries linger at most this long
+/// (plus until the shard is next used), a few percent of the 300 to 600 seconds they live, and
+/// in the meantime their slots are reused by new entries that probe past them.
+const SWEEP_EVERY_SECS: u32 = 16;
+/// Most claims a shard takes from the store-wide count at once (see `Shard::reserve`).
+const MAX_CHUNK: u64 = 32;
+/// The `swept_all_at` value before the first whole-store sweep.
+const NEVER: u64 = u64::MAX;
+/// The expiry of an empty slot; stored expiries are at least 1.
+const EMPTY: u32 = 0;
+/// Slots in one bucket: three 20-byte slots and a 4-byte counter fill a 64-byte cache line.
+const SLOTS: usize = 3;
+
+/// A compact in-memory replay store: sharded open-addressing tables of 128-bit keys and
+/// expiry seconds, swept as the clock passes, with an exact capacity.
+///
+/// Behind the same [`ReplayStore`] trait and with the same rules as [`MokaReplayStore`], at a
+/// fraction of its memory and cost. An entry is a 16-byte key and a 4-byte expiry second; three
+/// fit a 64-byte cache line, and the tables are allocated up front for the capacity at 85 %
+/// load: about 25 bytes an entry, 50 bytes a request with both rules. Recording a request takes
+/// the lock of one shard per entry, and usually one cache line each, with no allocation.
+///
+/// Expired entries are swept out of a shard once its clock has moved on
+/// 16 seconds since its last sweep, and from every shard (at most once per clock second)
+/// before a request is refused as full; until then a new entry may take an expired entry's
+/// slot. Expiry follows the [`ReplayRecord::now`] the verifier passes in, not a clock of the
+/// store's own, so a [`ManualClock`](crate::clock::ManualClock) moves it in tests.
+///
+/// The capacity is a hard limit on live entries, as with moka: when it is reached, new requests
+/// are refused with 503 `nonce_store_full` until entries expire, and nothing live is evicted.
+/// Entries live in this process only.
+///
+/// ```
+/// use armor_psk::replay::CompactReplayStore;
+///
+/// // 2,000 requests a second under the default ±300 s window.
+/// let store = CompactReplayStore::builder().capacity_for_rate(2_000, 300).build();
+/// assert_eq!(store.capacity(), 2_400_000);
+/// ```
+///
+/// [`MokaReplayStore`]: super::MokaReplayStore
+#[derive(Clone)]
+pub struct CompactReplayStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    /// Entries stored (expired or not) plus the shards' reserves: never more than `capacity`.
+    claimed: AtomicU64,
+    /// Whether a shard may hold a reserve, so that a store that looks full collects them only
+    /// when there is something to collect.
+    reserves_out: AtomicU64,
+    /// How many claims a shard takes at once.
+    chunk: u64,
+    capacity: u64,
+    /// The clock second of the last sweep of every shard, so that a full store does not sweep
+    /// itself again for every refused request within one second.
+    swept_all_at: AtomicU64,
+    hashing: KeyHashing,
+    nonce_keys: NonceKeys,
+}
+
+struct Shard {
+    table: Table,
+    /// Entries stored, expired or not.
+    len: u64,
+    /// Claims on the capacity this shard holds for entries to come. Taking them a chunk at a
+    /// time keeps two threads from fighting over one counter's cache line on every insert; a
+    /// store that looks full collects them before refusing, so the capacity stays exact.
+    reserve: u64,
+    /// The clock second of this shard's last sweep.
+    swept_at: u32,
+}
+
+/// A 128-bit key (see [`keys`]), as four `u32`s rather than a `u128` so that a key and its
+/// `u32` expiry pack into 20 bytes (a `u128` would align the pair to 32).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Key([u32; 4]);
+
+impl From<u128> for Key {
+    fn from(key: u128) -> Self {
+        Key([0, 32, 64, 96].map(|shift| (key >> shift) as u32))
+    }
+}
+
+impl From<Key> for u128 {
+    fn from(key: Key) -> u128 {
+        key.0
+            .iter()
+            .rev()
+            .fold(0, |folded, word| folded << 32 | u128::from(*word))
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    key: Key,
+    /// The last clock second the entry is live, or [`EMPTY`].
+    expires: u32,
+}
+
+/// One cache line of a table.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    slots: [Slot; SLOTS],
+    /// How many entries whose probe sequence starts at or before this bucket are stored past
+    /// it. A lookup stops at the first bucket where this is zero, and an entry can be removed
+    /// by emptying its slot (no tombstones), after counting itself out of the buckets it
+    /// passed.
+    overflow: u32,
+}
+
+/// Linear probing over buckets, with per-bucket overflow counts (as in folly's F14 tables).
+struct Table {
+    buckets: Box<[Bucket]>,
+}
+
+/// Where an entry is: bucket and slot.
+type At = (usize, usize);
+
+impl Table {
+    fn new(entries: u64) -> Self {
+        let slots = entries.saturating_mul(100).div_ceil(LOAD_PERCENT).max(1);
+        let buckets = usize::try_from(slots.div_ceil(SLOTS as u64)).unwrap_or(usize::MAX);
+        Table {
+            buckets: vec![Bucket::default(); buckets].into_boxed_slice(),
+        }
+    }
+
+    /// The bucket a probe for `key` starts at.
+    fn home(&self, key: Key, hashing: &KeyHashing) -> usize {
+        keys::reduce(hashing.hash(key.into()), self.buckets.len())
+    }
+
+    fn next(&self, bucket: usize) -> usize {
+        if bucket + 1 == self.buckets.len() {
+            0
+        } else {
+            bucket + 1
+        }
+    }
+
+    /// Where `key` is stored, live or expired.
+    fn find(&self, key: Key, home: usize) -> Option<At> {
+        let mut at = home;
+        for _ in 0..self.buckets.len() {
+            let bucket = &self.buckets[at];
+            if let Some(slot) = bucket
+                .slots
+                .iter()
+                .position(|slot| slot.expires != EMPTY && slot.key == key)
+            {
+                return Some((at, slot));
+            }
+            if bucket.overflow == 0 {
+                return None;
+            }
+            at = self.next(at);
+        }
+        None
+    }
+
+    /// The first slot from `home` on that is empty or holds an entry expired before `now`.
+    fn free_slot(&self, home: usize, now: u32) -> Option<At> {
+        let mut at = home;
+        for _ in 0..self.buckets.len() {
+            if let Some(slot) = self.buckets[at]
+                .slots
+                .iter()
+                .position(|slot| slot.expires < now || slot.expires == EMPTY)
+            {
+                return Some((at, slot));
+            }
+            at = self.next(at);
+        }
+        None
+    }
+
+    /// Stores `slot` at `at`, an empty slot, counting it into the buckets from `home` it passed.
+    fn put(&mut self, home: usize, at: At, slot: Slot) {
+        let mut passed = home;
+        while passed != at.0 {
+            self.buckets[passed].overflow += 1;
+            passed = self.next(passed);
+        }
+        self.buckets[at.0].slots[at.1] = slot;
+    }
+
+    /// Empties the slot at `at`, counting its entry out of the buckets from `home` it passed.
+    fn take(&mut self, home: usize, at: At) {
+        let mut passed = home;
+        while passed != at.0 {
+            let overflow = &mut self.buckets[passed].overflow;
+            *overflow = overflow.saturating_sub(1);
+            passed = self.next(passed);
+        }
+        self.buckets[at.0].slots[at.1] = Slot::default();
+    }
+}
+
+/// Unix seconds as stored: clamped into `1..=u32::MAX` (good until 2106; 0 marks an empty
+/// slot). Clamping keeps the order of any two times, so an entry is never taken for expired
+/// earlier than it is.
+fn stored_second(unix: i64) -> u32 {
+    unix.clamp(1, i64::from(u32::MAX)) as u32
+}
+
+enum Insert {
+    Inserted,
+    Present,
+    Full,
+}
+
+impl Default for CompactReplayStore {
+    fn default() -> Self {
+        CompactReplayStore::builder().build()
+    }
+}
+
+impl std::fmt::Debug for CompactReplayStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompactReplayStore")
+            .field("live_entries", &self.live_entries())
+            .field("capacity", &self.inner.capacity)
+            .field("shards", &self.inner.shards.len())
+            .finish()
+    }
+}
+
+impl CompactReplayStore {
+    /// A builder; the defaults are those of [`CompactReplayStore::default`].
+    pub fn builder() -> CompactReplayStoreBuilder {
+        CompactReplayStoreBuilder {
+            capacity: DEFAULT_RATE * DEFAULT_LIFETIME_SECS * 2,
+        }
+    }
+
+    /// The hard limit on live entries.
+    pub fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
+    /// Entries inserted and not yet removed. Expired entries count until a sweep removes them
+    /// (or a new entry takes their slot); a full store sweeps before refusing a request.
+    /// Takes every shard's lock in turn.
+    pub fn live_entries(&self) -> u64 {
+        (0..self.inner.shards.len())
+            .map(|index| self.lock(index).len)
+            .sum()
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        // Nothing inside the lock panics but an index bug; a poisoned shard is still
+        // consistent enough to refuse replays, and refusing service is worse.
+        self.inner.shards[index]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_for(&self, key: Key) -> MutexGuard<'_, Shard> {
+        let shards = self.inner.shards.len();
+        self.lock(keys::reduce(
+            self.inner.hashing.other_hash(key.into()),
+            shards,
+        ))
+    }
+
+    /// Inserts `key` unless a live entry holds it. Atomic per key (under its shard's lock).
+    /// When the store looks full, sweeps every shard (once per clock second), collects the
+    /// shards' reserves, and tries again.
+    fn insert(&self, key: Key, expires: u32, now: u32) -> Insert {
+        let mut outcome = self.try_insert(key, expires, now);
+        if matches!(outcome, Insert::Full) {
+            self.sweep_all(now);
+            // Other threads may take chunks again while this one collects: retry while some
+            // shard may hold a reserve (a few times, so that a store at its capacity refuses
+            // in bounded time).
+            for _ in 0..8 {
+                self.collect_reserves();
+                outcome = self.try_insert(key, expires, now);
+                let reserves_out = self.inner.reserves_out.load(Ordering::Acquire) != 0;
+                if !matches!(outcome, Insert::Full) || !reserves_out {
+                    break;
+                }
+            }
+        }
+        outcome
+    }
+
+    fn try_insert(&self, key: Key, expires: u32, now: u32) -> Insert {
+        let inner = &*self.inner;
+        let mut shard = self.lock_for(key);
+        if now >= shard.swept_at.saturating_add(SWEEP_EVERY_SECS) {
+            shard.sweep(now, inner);
+        }
+        let table = &mut shard.table;
+        let home = table.home(key, &inner.hashing);
+        if let Some((bucket, slot)) = table.find(key, home) {
+            let stored = &mut table.buckets[bucket].slots[slot].expires;
+            if *stored >= now {
+                return Insert::Present;
+            }
+            // An expired entry of the same key, not swept yet: reused, and already counted.
+            *stored = expires;
+            return Insert::Inserted;
+        }
+        // Every slot of the shard holding a live entry is a full store too (the tables are
+        // sized so that, with keys spread at random, the capacity is reached long before).
+        let Some(at) = table.free_slot(home, now) else {
+            return Insert::Full;
+        };
+        let expired = table.buckets[at.0].slots[at.1];
+        if expired.expires != EMPTY {
+            // An expired entry of another key gives up its slot, and its claim.
+            table.take(table.home(expired.key, &inner.hashing), at);
+            shard.len -= 1;
+            shard.reserve += 1;
+        }
+        if shard.reserve == 0 {
+            shard.reserve = self.claim_chunk();
+            if shard.reserve == 0 {
+                return Insert::Full;
+            }
+        }
+        shard.reserve -= 1;
+        shard.len += 1;
+        shard.table.put(home, at, Slot { key, expires });
+        Insert::Inserted
+    }
+
+    /// Removes `key` if it still holds the entry this request put there.
+    fn remove(&self, key: Key, expires: u32) {
+        let inner = &*self.inner;
+        let mut shard = self.lock_for(key);
+        let table = &mut shard.table;
+        let home = table.home(key, &inner.hashing);
+        if let Some(at) = table.find(key, home) {
+            if table.buckets[at.0].slots[at.1].expires == expires {
+                table.take(home, at);
+                shard.len -= 1;
+                shard.reserve += 1;
+                shard.trim_reserve(inner);
+            }
+        }
+    }
+
+    /// Gives every shard's reserve back to the store-wide count.
+    fn collect_reserves(&self) {
+        if self.inner.reserves_out.swap(0, Ordering::AcqRel) == 0 {
+            return;
+        }
+        for index in 0..self.inner.shards.len() {
+            let mut shard = self.lock(index);
+            self.inner
+                .claimed
+                .fetch_sub(std::mem::take(&mut shard.reserve), Ordering::AcqRel);
+        }
+    }
+
+    /// Sweeps every shard, unless that was done in this clock second already (nothing has
+    /// expired since).
+    fn sweep_all(&self, now: u32) {
+        if self
+            .inner
+            .swept_all_at
+            .swap(u64::from(now), Ordering::AcqRel)
+            == u64::from(now)
+        {
+            return;
+        }
+        for index in 0..self.inner.shards.len() {
+            self.lock(index).sweep(now, &self.inner);
+        }
+    }
+
+    /// Claims up to a chunk of the capacity for a shard's reserve; how much (0 when full).
+    fn claim_chunk(&self) -> u64 {
+        let inner = &*self.inner;
+        // Flagged before the claim (which runs under the shard's lock): a thread that collects
+        // reserves either sees the flag, or waits for this shard's lock and collects the chunk.
+        inner.reserves_out.store(1, Ordering::Release);
+        let claimed = inner
+            .claimed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |claimed| {
+                (claimed < inner.capacity)
+                    .then(|| claimed + inner.chunk.min(inner.capacity - claimed))
+            });
+        match claimed {
+            Ok(before) => inner.chunk.min(inner.capacity - before),
+            Err(_) => 0,
+        }
+    }
+
+    fn full(&self) -> ReplayStoreError {
+        ReplayStoreError::Full {
+            capacity: self.inner.capacity,
+        }
+    }
+}
+
+impl Shard {
+    /// Removes the entries that expired before `now`, in place.
+    fn sweep(&mut self, now: u32, inner: &Inner) {
+        let mut removed = 0;
+        for bucket in 0..self.table.buckets.len() {
+            for slot in 0..SLOTS {
+                let entry = self.table.buckets[bucket].slots[slot];
+                if entry.expires != EMPTY && entry.expires < now {
+                    let home = self.table.home(entry.key, &inner.hashing);
+                    self.table.take(home, (bucket, slot));
+                    removed += 1;
+                }
+            }
+        }
+        self.len -= removed;
+        self.reserve += removed;
+        self.trim_reserve(inner);
+        self.swept_at = now;
+    }
+
+    /// Gives back to the store-wide count what this shard holds beyond two chunks, so that
+    /// claims freed here (by a sweep) reach the other shards.
+    fn trim_reserve(&mut self, inner: &Inner) {
+        if self.reserve > 2 * inner.chunk {
+            let excess = self.reserve - inner.chunk;
+            inner.claimed.fetch_sub(excess, Ordering::AcqRel);
+            self.reserve = inner.chunk;
+        }
+    }
+}
+
+#[async_trait]
+impl ReplayStore for CompactReplayStore {
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        let now = stored_second(request.now);
+        // Never before `now`: a record that expired on arrival is still remembered a second.
+        let expires = stored_second(request.expires_at.max(request.now));
+        let mac_key = Key::from(keys::mac_key(request.mac));
+        match self.insert(mac_key, expires, now) {
+            Insert::Inserted => {}
+            Insert::Present => return Ok(Recorded::ReplayedMac),
+            Insert::Full => return Err(self.full()),
+        }
+        if request.unique_nonce {
+            let nonce_key = Key::from(self.inner.nonce_keys.key(request.key_id, request.nonce));
+            let refused = match self.insert(nonce_key, expires, now) {
+                Insert::Inserted => None,
+                Insert::Present => Some(Ok(Recorded::ReplayedNonce)),
+                Insert::Full => Some(Err(self.full())),
+            };
+            if let Some(refused) = refused {
+                // Nothing of a refused request stays.
+                self.remove(mac_key, expires);
+                return refused;
+            }
+        }
+        Ok(Recorded::Fresh)
+    }
+}
+
+/// Builds a [`CompactReplayStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CompactReplayStoreBuilder {
+    capacity: u64,
+}
+
+impl CompactReplayStoreBuilder {
+    /// The hard limit on live entries (two per request while the one-nonce-per-key rule is on).
+    /// Defaults to `1_200_000`: 1,000 requests a second over the 600 seconds an entry can live
+    /// under the default window. The tables are allocated for it when the store is built:
+    /// about 25 bytes an entry (30 MB for the default).
+    pub fn capacity(mut self, entries: u64) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// Sizes the capacity for `requests_per_second` over the `window_secs` either side of the
+    /// server's clock, with both replay rules on.
+    pub fn capacity_for_rate(self, requests_per_second: u64, window_secs: u64) -> Self {
+        self.capacity(requests_per_second.saturating_mul(window_secs.saturating_mul(4)))
+    }
+
+    /// The store.
+    pub fn build(self) -> CompactReplayStore {
+        let shards = shard_count(self.capacity);
+        let share = self.capacity.div_ceil(shards as u64);
+        let shards = (0..shards)
+            .map(|_| {
+                Padded(Mutex::new(Shard {
+                    table: Table::new(share),
+                    len: 0,
+                    reserve: 0,
+                    swept_at: 0,
+                }))
+            })
+            .collect();
+        CompactReplayStore {
+            inner: Arc::new(Inner {
+                shards,
+                claimed: AtomicU64::new(0),
+                reserves_out: AtomicU64::new(0),
+                // Small enough that reserves are a small part of each shard's share.
+                chunk: (share / 64).clamp(1, MAX_CHUNK),
+                capacity: self.capacity,
+                swept_all_at: AtomicU64::new(NEVER),
+                hashing: KeyHashing::new(),
+                nonce_keys: NonceKeys::new(),
+            }),
+        }
+    }
+}
+
+/// How many shards hold `capacity` entries: one per [`MIN_SHARD_ENTRIES`], at most
+/// [`MAX_SHARDS`]. A shard's share is large enough that the spread of random keys over the
+/// shards stays well inside the room its table keeps.
+fn shard_count(capacity: u64) -> usize {
+    (capacity / MIN_SHARD_ENTRIES).clamp(1, MAX_SHARDS) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance::{self, TestStore};
+    use super::*;
+
+    impl TestStore for CompactReplayStore {
+        fn with_capacity(entries: u64) -> Self {
+            CompactReplayStore::builder().capacity(entries).build()
+        }
+
+        fn live_entries(&self) -> u64 {
+            CompactReplayStore::live_entries(self)
+        }
+    }
+
+    conformance::suite!(CompactReplayStore);
+
+    const NOW: i64 = conformance::NOW;
+
+    #[tokio::test]
+    async fn expired_entries_give_up_their_room() {
+        let store = CompactReplayStore::builder().capacity(4).build();
+        let macs = [[0u8; 64], [1; 64], [5; 64], [6; 64], [7; 64]];
+        let nonces = ["a", "b", "c", "d", "e"];
+        let record =
+            |i: usize, now: i64| ReplayRecord::new("key", nonces[i], &macs[i], now + 10, now);
+        for i in 0..2 {
+            assert_eq!(
+                store.record(&record(i, NOW)).await.unwrap(),
+                Recorded::Fresh
+            );
+        }
+        assert!(store.record(&record(2, NOW)).await.is_err());
+        // Once the clock passes their expiry, the entries make room: reused or swept out.
+        let later = NOW + 11;
+        for i in 2..4 {
+            assert_eq!(
+                store.record(&record(i, later)).await.unwrap(),
+                Recorded::Fresh
+            );
+        }
+        assert!(store.record(&record(4, later)).await.is_err());
+        assert_eq!(store.live_entries(), 4);
+        // The new entries are the live ones.
+        assert_eq!(
+            store.record(&record(2, later)).await.unwrap(),
+            Recorded::ReplayedMac
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_store_spreads_over_shards_and_counts_exactly() {
+        let store = CompactReplayStore::builder().capacity(200_000).build();
+        assert!(store.inner.shards.len() > 1);
+        for i in 0..10_000u32 {
+            let mut mac = [0u8; 64];
+            mac[..4].copy_from_slice(&i.to_le_bytes());
+            mac[8..12].copy_from_slice(&i.to_be_bytes());
+            let nonce = i.to_string();
+            let record = ReplayRecord::new("key", &nonce, &mac, NOW + 300, NOW);
+            assert_eq!(store.record(&record).await.unwrap(), Recorded::Fresh);
+            assert_eq!(
+                store.record(&record).await.unwrap(),
+                Recorded::ReplayedMac,
+                "{i}"
+            );
+        }
+        assert_eq!(store.live_entries(), 20_000);
+        let held: usize = store
+            .inner
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.0.lock().unwrap();
+                let slots = shard.table.buckets.iter().flat_map(|bucket| bucket.slots);
+                slots.filter(|slot| slot.expires != EMPTY).count()
+            })
+            .sum();
+        assert_eq!(held, 20_000);
+    }
+
+    /// Two threads fill a store with many shards to exactly its capacity: every request is
+    /// accepted (the shards' reserves are collected when the count runs out), and then the
+    /// next one is refused.
+    #[test]
+    fn the_capacity_is_exact_across_shards_and_threads() {
+        use futures_util::FutureExt as _;
+        let record = |store: &CompactReplayStore, thread: u8, i: u32| {
+            let mut mac = [thread; 64];
+            mac[..4].copy_from_slice(&i.to_le_bytes());
+            let nonce = format!("{thread}-{i}");
+            let record = ReplayRecord::new("key", &nonce, &mac, NOW + 300, NOW);
+            store.record(&record).now_or_never().expect("ready at once")
+        };
+        let store = CompactReplayStore::builder().capacity(40_000).build();
+        assert!(store.inner.shards.len() > 1);
+        let threads: Vec<_> = (0..2u8)
+            .map(|thread| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..10_000).all(|i| matches!(record(&store, thread, i), Ok(Recorded::Fresh)))
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert!(
+                thread.join().unwrap(),
+                "a request was refused below capacity"
+            );
+        }
+        assert_eq!(store.live_entries(), 40_000);
+        assert!(matches!(
+            record(&store, 9, 0),
+            Err(ReplayStoreError::Full { capacity: 40_000 })
+        ));
+        assert_eq!(store.live_entries(), 40_000);
+    }
+
+    #[test]
+    fn the_tables_hold_the_capacity_with_room() {
+        for capacity in [0, 1, 4, 1_000, 1_200_000, 2_000_000, 50_000_000] {
+            let shards = shard_count(capacity);
+            assert!((1..=MAX_SHARDS as usize).contains(&shards));
+            let share = capacity.div_ceil(shards as u64);
+            let slots = Table::new(share).buckets.len() * SLOTS;
+            assert!(slots as u64 * LOAD_PERCENT >= share * 100, "{capacity}");
+        }
+        assert_eq!(shard_count(4), 1);
+        assert_eq!(std::mem::size_of::<Bucket>(), 64);
+    }
+
+    #[test]
+    fn keys_pack_and_unpack() {
+        let key = 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210_u128;
+        assert_eq!(u128::from(Key::from(key)), key);
+    }
+
+    #[test]
+    fn entries_are_found_past_full_buckets_and_removed_cleanly() {
+        let mut table = Table::new(30);
+        let keys: Vec<Key> = (0..30u32).map(|i| Key([i, 0, 0, 0])).collect();
+        // Every key probes from bucket 0: the table fills as one long sequence.
+        for key in &keys {
+            let at = table.free_slot(0, 10).unwrap();
+            table.put(
+                0,
+                at,
+                Slot {
+                    key: *key,
+                    expires: 20,
+                },
+            );
+        }
+        for key in &keys {
+            assert!(table.find(*key, 0).is_some());
+        }
+        // Removing the first entries keeps the later ones reachable.
+        for key in &keys[..10] {
+            let at = table.find(*key, 0).unwrap();
+            table.take(0, at);
+        }
+        for key in &keys[10..] {
+            assert!(table.find(*key, 0).is_some());
+        }
+        assert!(table.find(keys[0], 0).is_none());
+    }
+
+    #[test]
+    fn stored_seconds_keep_their_order() {
+        assert_eq!(stored_second(-5), 1);
+        assert_eq!(stored_second(i64::MAX), u32::MAX);
+        assert_eq!(stored_second(1_700_000_000), 1_700_000_000);
+    }
+}

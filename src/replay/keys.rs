@@ -1,0 +1,156 @@
+//! The compact keys both in-memory stores remember, and the hashing that places them.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+use crate::psk::MAC_LEN;
+
+/// The top bit of a key: set for a nonce key, clear for a MAC key, so the two never meet.
+const NONCE_KEY: u128 = 1 << 127;
+
+/// Rule 1's key: the first 16 bytes of the MAC (uniform, and unknown before the request is
+/// signed), top bit cleared.
+pub(super) fn mac_key(mac: &[u8; MAC_LEN]) -> u128 {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&mac[..16]);
+    u128::from_le_bytes(first) & !NONCE_KEY
+}
+
+/// Rule 2's key: a keyed 128-bit hash of key id and nonce, top bit set.
+pub(super) struct NonceKeys {
+    /// Two independently keyed SipHash states: together a keyed 128-bit hash whose collisions
+    /// an outsider cannot aim for.
+    hashers: [RandomState; 2],
+}
+
+impl NonceKeys {
+    pub(super) fn new() -> Self {
+        NonceKeys {
+            hashers: Default::default(),
+        }
+    }
+
+    pub(super) fn key(&self, key_id: &str, nonce: &str) -> u128 {
+        let [low, high] = &self.hashers;
+        let low = low.hash_one((key_id, nonce));
+        let high = high.hash_one((key_id, nonce));
+        (u128::from(high) << 64 | u128::from(low)) | NONCE_KEY
+    }
+}
+
+/// A keyed hasher for keys that are uniform already (a MAC, a SipHash output): one 64×64-bit
+/// multiply per 128-bit key rather than a SipHash pass, with per-store seeds so that a client
+/// grinding its own MACs cannot aim them at one bucket.
+#[derive(Clone)]
+pub(super) struct KeyHashing {
+    seeds: [u64; 4],
+}
+
+impl KeyHashing {
+    pub(super) fn new() -> Self {
+        let state = RandomState::new();
+        KeyHashing {
+            seeds: [0u64, 1, 2, 3].map(|i| state.hash_one(i)),
+        }
+    }
+
+    /// A hash of `key`.
+    pub(super) fn hash(&self, key: u128) -> u64 {
+        folded_multiply(
+            key as u64 ^ self.seeds[0],
+            (key >> 64) as u64 ^ self.seeds[1],
+        )
+    }
+
+    /// A second hash of `key`, independent of [`KeyHashing::hash`] (other seeds), for picking
+    /// a shard while the first places the key inside it.
+    pub(super) fn other_hash(&self, key: u128) -> u64 {
+        folded_multiply(
+            key as u64 ^ self.seeds[2],
+            (key >> 64) as u64 ^ self.seeds[3],
+        )
+    }
+}
+
+/// Keeps two locks off one cache line, so that two threads locking different shards (or
+/// stripes) do not contend for a line.
+#[repr(align(64))]
+pub(super) struct Padded<T>(pub(super) T);
+
+/// Maps `hash` onto `0..len` (multiply-shift, no division).
+pub(super) fn reduce(hash: u64, len: usize) -> usize {
+    ((u128::from(hash) * len as u128) >> 64) as usize
+}
+
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ (full >> 64) as u64
+}
+
+impl BuildHasher for KeyHashing {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher {
+            hashing: self.clone(),
+            state: 0,
+        }
+    }
+}
+
+/// The [`Hasher`] of [`KeyHashing`]. A `u128` key takes the fast path; anything else a map
+/// hashes (moka hashes some keys of its own) is folded in 16 bytes at a time.
+pub(super) struct KeyHasher {
+    hashing: KeyHashing,
+    state: u64,
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(16) {
+            let mut word = [0u8; 16];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u128(u128::from_le_bytes(word));
+        }
+    }
+
+    fn write_u128(&mut self, word: u128) {
+        self.state = self.hashing.hash(word ^ u128::from(self.state));
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.write_u128(u128::from(word));
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_and_nonce_keys_never_meet() {
+        let nonces = NonceKeys::new();
+        assert_eq!(mac_key(&[0xff; MAC_LEN]) & NONCE_KEY, 0);
+        assert_ne!(nonces.key("k", "n") & NONCE_KEY, 0);
+        assert_ne!(nonces.key("k", "n"), nonces.key("kn", ""));
+        assert_eq!(nonces.key("k", "n"), nonces.key("k", "n"));
+    }
+
+    #[test]
+    fn the_hasher_takes_every_input() {
+        let hashing = KeyHashing::new();
+        let hash = |write: &dyn Fn(&mut KeyHasher)| {
+            let mut hasher = hashing.build_hasher();
+            write(&mut hasher);
+            hasher.finish()
+        };
+        assert_ne!(hash(&|h| h.write_u128(1)), hash(&|h| h.write_u128(2)));
+        assert_ne!(hash(&|h| h.write(b"abc")), hash(&|h| h.write(b"abd")));
+        assert_eq!(hash(&|h| h.write_u64(7)), hash(&|h| h.write_u128(7)));
+        assert!(reduce(u64::MAX, 10) < 10);
+    }
+}
