@@ -47,7 +47,8 @@
 //! - [`psk`]: the scheme itself (header parsing and formatting, the signing string, body forms);
 //! - [`verify`]: the layer, its service and future, and [`VerifiedKey`];
 //! - [`key_store`]: the [`KeyStore`] trait, [`Secret`], in-memory and TOML file stores;
-//! - [`replay`]: the [`ReplayStore`](replay::ReplayStore) trait and the moka store;
+//! - [`replay`]: the [`ReplayStore`](replay::ReplayStore) trait, the moka store (the default)
+//!   and the compact store;
 //! - [`rejection`]: [`Rejection`], its statuses and codes, and [`OnRejection`](rejection::OnRejection);
 //! - [`clock`]: the system clock and a manual one for tests.
 //!

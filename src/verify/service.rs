@@ -288,6 +288,10 @@ where
         claim.timestamp,
         form,
     ));
+    // hyper does not mark it: an inner layer that logs headers must not print the signature.
+    if let Some(authorization) = parts.headers.get_mut(AUTHORIZATION) {
+        authorization.set_sensitive(true);
+    }
     Ok(Request::from_parts(parts, body))
 }
 
@@ -384,11 +388,5 @@ fn signed_path(parts: &http::request::Parts) -> &str {
 }
 
 fn respond<ResBody: From<Bytes>>(config: &Config, rejection: Rejection) -> Response<ResBody> {
-    tracing::debug!(code = rejection.code(), "ARMOR-PSK request refused");
-    let mut response = config
-        .on_rejection
-        .on_rejection(&rejection)
-        .map(ResBody::from);
-    response.extensions_mut().insert(rejection);
-    response
+    crate::rejection::respond(&*config.on_rejection, rejection)
 }
