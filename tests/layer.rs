@@ -628,8 +628,18 @@ async fn the_inner_service_sees_the_authorization_header_marked_sensitive() {
     let header = signer()
         .authorization_with(&Method::GET, "/x", b"", "sensitive", NOW)
         .unwrap();
-    let request = with_header("/x", HeaderValue::from_str(header.to_str().unwrap()).unwrap());
+    let request = with_header(
+        "/x",
+        HeaderValue::from_str(header.to_str().unwrap()).unwrap(),
+    );
     assert!(!request.headers()["authorization"].is_sensitive());
-    let body = app.oneshot(request).await.unwrap().into_body().collect().await.unwrap();
+    let body = app
+        .oneshot(request)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(body.to_bytes(), "true");
 }
