@@ -92,6 +92,10 @@ pub enum Rejection {
     /// The FH-AUTH session store did not answer. 503 `session_store_unavailable`.
     #[error("the session store is unavailable")]
     SessionStoreUnavailable,
+    /// A signed-Date request was refused: 400 with the vendor's code and its body shape,
+    /// `{"status":400,"code":"…","message":"…"}`.
+    #[error("{0}")]
+    DateHmac(crate::date_hmac::DateHmacError),
 }
 
 impl Rejection {
@@ -115,6 +119,7 @@ impl Rejection {
             Rejection::ForbiddenAccount => "forbidden_account",
             Rejection::InvalidAccountContext => "invalid_account_context",
             Rejection::SessionStoreUnavailable => "session_store_unavailable",
+            Rejection::DateHmac(error) => error.code(),
         }
     }
 
@@ -129,7 +134,8 @@ impl Rejection {
             | Rejection::InvalidToken => StatusCode::UNAUTHORIZED,
             Rejection::MalformedCredentials(_)
             | Rejection::BodyReadFailed
-            | Rejection::InvalidAccountContext => StatusCode::BAD_REQUEST,
+            | Rejection::InvalidAccountContext
+            | Rejection::DateHmac(_) => StatusCode::BAD_REQUEST,
             Rejection::ForbiddenForApiKey | Rejection::ForbiddenAccount => StatusCode::FORBIDDEN,
             Rejection::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -151,8 +157,17 @@ impl Rejection {
         }
     }
 
-    /// The JSON body: `{"error":{"code":"…","message":"…"}}`.
+    /// The JSON body: `{"error":{"code":"…","message":"…"}}`, or for the signed-Date scheme
+    /// the vendor's `{"status":400,"code":"…","message":"…"}`.
     pub fn json_body(&self) -> Bytes {
+        if let Rejection::DateHmac(_) = self {
+            let body = serde_json::json!({
+                "status": self.status().as_u16(),
+                "code": self.code(),
+                "message": self.to_string(),
+            });
+            return Bytes::from(body.to_string());
+        }
         error_body(self.code(), &self.to_string())
     }
 

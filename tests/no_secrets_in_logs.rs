@@ -432,7 +432,7 @@ fn nothing_secret_is_logged_at_any_level() {
     let logs = captured.text();
     // The capture works, and saw the verifier's own events at the levels it uses.
     for expected in [
-        "ARMOR-PSK request refused",
+        "request refused",
         "code=\"bad_signature\"",
         "code=\"replayed_nonce\"",
         "key store lookup failed",

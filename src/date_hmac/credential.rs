@@ -119,6 +119,10 @@ impl<'a> DateHmacCredential<'a> {
         Ok(DateHmacCredential { api_key, tag })
     }
 
+    pub(crate) fn from_parts(api_key: &'a str, tag: [u8; TAG_LEN]) -> Self {
+        DateHmacCredential { api_key, tag }
+    }
+
     /// The API key id.
     pub fn api_key(&self) -> &'a str {
         self.api_key

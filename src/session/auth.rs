@@ -16,8 +16,9 @@ use tower_service::Service;
 
 use super::{Sessions, UserSession};
 use crate::policy::RoutePolicy;
+use crate::psk::ArmorPsk;
 use crate::rejection::{respond, OnRejection, Rejection};
-use crate::verify::{VerifiedBody, VerifyPsk, VerifyPskLayer};
+use crate::verify::{Scheme, VerifiedBody, Verify, VerifyLayer};
 use crate::VerifiedKey;
 
 const FH_AUTH: &str = "FH-AUTH";
@@ -102,16 +103,27 @@ struct Shared {
 /// `X-Account-Context` (400 `invalid_account_context` when not an integer, 403
 /// `forbidden_account` when not one of the caller's accounts); and it puts an [`Identity`] in
 /// the request's extensions. Refusals use the verifier's rejection response.
-#[derive(Clone)]
+///
+/// The signing side is any [`VerifyLayer`]: ARMOR-PSK's by default, or one that also accepts
+/// the signed-Date scheme ([`OneOf`](crate::verify::OneOf)).
 #[must_use]
-pub struct ArmorAuthLayer {
-    psk: VerifyPskLayer,
+pub struct ArmorAuthLayer<Sch = ArmorPsk> {
+    psk: VerifyLayer<Sch>,
     shared: Arc<Shared>,
 }
 
-impl ArmorAuthLayer {
-    /// Both schemes, the Armor route policy, and no account list for keys.
-    pub fn new(psk: VerifyPskLayer, sessions: Sessions) -> Self {
+impl<Sch> Clone for ArmorAuthLayer<Sch> {
+    fn clone(&self) -> Self {
+        ArmorAuthLayer {
+            psk: self.psk.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<Sch> ArmorAuthLayer<Sch> {
+    /// Both ways in, the Armor route policy, and no account list for keys.
+    pub fn new(psk: VerifyLayer<Sch>, sessions: Sessions) -> Self {
         let on_rejection = Arc::clone(&psk.config.on_rejection);
         ArmorAuthLayer {
             psk,
@@ -150,7 +162,7 @@ impl ArmorAuthLayer {
     }
 }
 
-impl fmt::Debug for ArmorAuthLayer {
+impl<Sch: fmt::Debug> fmt::Debug for ArmorAuthLayer<Sch> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArmorAuthLayer")
             .field("psk", &self.psk)
@@ -159,10 +171,10 @@ impl fmt::Debug for ArmorAuthLayer {
     }
 }
 
-impl<S: Clone> Layer<S> for ArmorAuthLayer {
-    type Service = ArmorAuth<S>;
+impl<S: Clone, Sch: Scheme> Layer<S> for ArmorAuthLayer<Sch> {
+    type Service = ArmorAuth<S, Sch>;
 
-    fn layer(&self, inner: S) -> ArmorAuth<S> {
+    fn layer(&self, inner: S) -> ArmorAuth<S, Sch> {
         let key_stage = KeyStage {
             inner: inner.clone(),
             shared: Arc::clone(&self.shared),
@@ -176,14 +188,23 @@ impl<S: Clone> Layer<S> for ArmorAuthLayer {
 }
 
 /// The service of [`ArmorAuthLayer`].
-#[derive(Clone)]
-pub struct ArmorAuth<S> {
-    psk: VerifyPsk<KeyStage<S>>,
+pub struct ArmorAuth<S, Sch = ArmorPsk> {
+    psk: Verify<KeyStage<S>, Sch>,
     inner: S,
     shared: Arc<Shared>,
 }
 
-impl<S> fmt::Debug for ArmorAuth<S> {
+impl<S: Clone, Sch> Clone for ArmorAuth<S, Sch> {
+    fn clone(&self) -> Self {
+        ArmorAuth {
+            psk: self.psk.clone(),
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, Sch> fmt::Debug for ArmorAuth<S, Sch> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ArmorAuth").finish_non_exhaustive()
     }
@@ -191,7 +212,7 @@ impl<S> fmt::Debug for ArmorAuth<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S> Service<Request<Body>> for ArmorAuth<S>
+impl<S, Sch: Scheme> Service<Request<Body>> for ArmorAuth<S, Sch>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
         + Clone

@@ -21,7 +21,8 @@ pub struct VerifiedBody {
 }
 
 impl VerifiedBody {
-    pub(crate) fn chunks(&mut self) -> &[Bytes] {
+    /// The body's chunks, as they arrived.
+    pub fn chunks(&mut self) -> &[Bytes] {
         self.chunks.make_contiguous()
     }
 

@@ -2,7 +2,7 @@ use bytes::Bytes;
 use http::request::Parts;
 
 use super::VerifyPskLayer;
-use crate::psk::{BodyForm, BodyForms, Credential, SigningString};
+use crate::psk::{signed_path, BodyForm, Credential, SigningString};
 
 /// The signing string the verifier computes for one body form, as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,11 +15,6 @@ pub struct SigningStringFor {
 }
 
 impl VerifyPskLayer {
-    /// The body forms this layer accepts for a request with or without a body.
-    pub fn accepted_forms(&self, has_body: bool) -> BodyForms {
-        self.config.forms_for(has_body)
-    }
-
     /// The signing strings this layer computes for a request, one per body form it tries, so
     /// that a client author can see which part differs from theirs (as S3 returns its
     /// StringToSign). Neither the secret nor the expected MAC is part of them. `None` when the
@@ -33,7 +28,7 @@ impl VerifyPskLayer {
         let signing = SigningString {
             key_id: credential.key_id(),
             method: parts.method.as_str(),
-            path: parts.uri.path(),
+            path: signed_path(parts),
             nonce: credential.nonce(),
             timestamp: credential.timestamp(),
         };

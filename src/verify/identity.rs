@@ -15,6 +15,7 @@ use crate::psk::BodyForm;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedKey {
+    scheme: &'static str,
     key_id: String,
     nonce: String,
     timestamp: i64,
@@ -22,8 +23,18 @@ pub struct VerifiedKey {
 }
 
 impl VerifiedKey {
-    pub(crate) fn new(key_id: String, nonce: String, timestamp: i64, body_form: BodyForm) -> Self {
+    /// The identity a [`Scheme`](super::Scheme) reports for a request it verified: the
+    /// scheme's name, the key id, the nonce (empty for a scheme without one), the request's
+    /// time in Unix seconds, and the body form its signature covers.
+    pub fn new(
+        scheme: &'static str,
+        key_id: String,
+        nonce: String,
+        timestamp: i64,
+        body_form: BodyForm,
+    ) -> Self {
         VerifiedKey {
+            scheme,
             key_id,
             nonce,
             timestamp,
@@ -31,22 +42,27 @@ impl VerifiedKey {
         }
     }
 
+    /// The scheme the request was signed with: `armor-psk` or `date-hmac`.
+    pub fn scheme(&self) -> &'static str {
+        self.scheme
+    }
+
     /// The API key id.
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
 
-    /// The request's nonce.
+    /// The request's nonce (empty for a scheme without one).
     pub fn nonce(&self) -> &str {
         &self.nonce
     }
 
-    /// The request's timestamp, in Unix seconds.
+    /// The request's timestamp (its `Date` for `date-hmac`), in Unix seconds.
     pub fn timestamp(&self) -> i64 {
         self.timestamp
     }
 
-    /// The body form the signature was made with.
+    /// The body form the signature was made with (`empty` when the scheme signs no body).
     pub fn body_form(&self) -> BodyForm {
         self.body_form
     }

@@ -4,15 +4,14 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use super::VerifyPsk;
+use super::{Scheme, Verify};
 use crate::clock::{Clock, SystemClock};
 use crate::key_store::KeyStore;
-use crate::psk::{BodyForm, BodyForms};
+use crate::psk::{ArmorPsk, BodyForms};
 use crate::rejection::{JsonRejection, OnRejection};
 use crate::replay::{MokaReplayStore, ReplayStore};
 
-/// The default allowed distance between a request's timestamp and the server's clock.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+pub use crate::psk::DEFAULT_WINDOW;
 
 /// The default body limit: 2 MiB, as axum's `DefaultBodyLimit`.
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -23,10 +22,10 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default time a key store or replay store has to answer.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Verifies ARMOR-PSK signatures before the inner service sees a request.
+/// Verifies signatures of a [`Scheme`] before the inner service sees a request.
 ///
-/// Built with the key store, then configured with builder methods; every setting has a secure
-/// default (see each method). Cloning is cheap: the settings are shared.
+/// [`VerifyPskLayer`] (`VerifyLayer<ArmorPsk>`) is the ARMOR-PSK verifier. Every setting has a
+/// secure default (see each method). Cloning is cheap: the settings are shared.
 ///
 /// ```
 /// use std::time::Duration;
@@ -38,20 +37,26 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 ///     .window(Duration::from_secs(120))
 ///     .body_limit(64 * 1024);
 /// ```
-#[derive(Clone)]
 #[must_use]
-pub struct VerifyPskLayer {
-    pub(crate) config: Arc<Config>,
+pub struct VerifyLayer<Sch> {
+    pub(crate) config: Arc<Config<Sch>>,
+}
+
+/// The ARMOR-PSK verifier.
+pub type VerifyPskLayer = VerifyLayer<ArmorPsk>;
+
+impl<Sch> Clone for VerifyLayer<Sch> {
+    fn clone(&self) -> Self {
+        VerifyLayer {
+            config: Arc::clone(&self.config),
+        }
+    }
 }
 
 #[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) key_store: Arc<dyn KeyStore>,
+pub(crate) struct Config<Sch> {
+    pub(crate) scheme: Sch,
     pub(crate) replay_store: Arc<dyn ReplayStore>,
-    pub(crate) window_secs: u64,
-    pub(crate) body_forms: BodyForms,
-    pub(crate) unsigned_body: bool,
-    pub(crate) unique_nonce: bool,
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
     pub(crate) store_timeout: Duration,
@@ -59,52 +64,17 @@ pub(crate) struct Config {
     pub(crate) on_rejection: Arc<dyn OnRejection>,
 }
 
-impl Config {
-    /// The forms a request may have been signed with, given whether it has a body.
-    pub(crate) fn forms_for(&self, has_body: bool) -> BodyForms {
-        if has_body && !self.unsigned_body {
-            self.body_forms.without(BodyForm::Empty)
-        } else {
-            self.body_forms
-        }
-    }
-}
-
-impl VerifyPskLayer {
-    /// A layer that looks secrets up in `key_store`, with every other setting at its default.
+impl VerifyLayer<ArmorPsk> {
+    /// The ARMOR-PSK verifier, with secrets from `key_store` and every other setting at its
+    /// default.
     pub fn new(key_store: impl KeyStore) -> Self {
-        VerifyPskLayer {
-            config: Arc::new(Config {
-                key_store: Arc::new(key_store),
-                replay_store: Arc::new(MokaReplayStore::default()),
-                window_secs: DEFAULT_WINDOW.as_secs(),
-                body_forms: BodyForms::ALL,
-                unsigned_body: false,
-                unique_nonce: true,
-                body_limit: DEFAULT_BODY_LIMIT,
-                body_timeout: DEFAULT_BODY_TIMEOUT,
-                store_timeout: DEFAULT_STORE_TIMEOUT,
-                clock: Arc::new(SystemClock),
-                on_rejection: Arc::new(JsonRejection),
-            }),
-        }
-    }
-
-    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
-        change(Arc::make_mut(&mut self.config));
-        self
-    }
-
-    /// Where accepted requests are remembered, to refuse their replays. Defaults to a
-    /// [`MokaReplayStore`] with its default capacity, private to this layer and its clones.
-    pub fn replay_store(self, store: impl ReplayStore) -> Self {
-        self.with(|config| config.replay_store = Arc::new(store))
+        VerifyLayer::with_scheme(ArmorPsk::new(key_store))
     }
 
     /// How far, either way, a request's timestamp may be from the server's clock. Defaults to
     /// 300 seconds (the Armor documents' five minutes); whole seconds count.
     pub fn window(self, window: Duration) -> Self {
-        self.with(|config| config.window_secs = window.as_secs())
+        self.with(|config| config.scheme.window_secs = window.as_secs())
     }
 
     /// The body forms a signature may use. Defaults to all three: `digest`
@@ -114,7 +84,7 @@ impl VerifyPskLayer {
     /// For a request without a body, `raw` and `empty` sign the same bytes, and that is what
     /// every client in the field sends for a `GET`: keep one of them.
     pub fn body_forms(self, forms: BodyForms) -> Self {
-        self.with(|config| config.body_forms = forms)
+        self.with(|config| config.scheme.body_forms = forms)
     }
 
     /// Accepts a request with a body whose signature leaves the body out (the `empty` form).
@@ -123,14 +93,52 @@ impl VerifyPskLayer {
     /// request can send its headers with another body (once, the replay rules still hold).
     /// Off by default; turn it on only for clients that cannot be changed.
     pub fn insecure_accept_unsigned_body(self) -> Self {
-        self.with(|config| config.unsigned_body = true)
+        self.with(|config| config.scheme.unsigned_body = true)
     }
 
     /// Whether two requests of one key may not share a nonce inside the window. Defaults to
     /// `true`, as the Armor documents require. Turn it off for clients that send
     /// nonce = timestamp more than once a second; the MAC rule still refuses every replay.
     pub fn unique_nonce(self, unique: bool) -> Self {
-        self.with(|config| config.unique_nonce = unique)
+        self.with(|config| config.scheme.unique_nonce = unique)
+    }
+
+    /// The body forms this layer accepts for a request with or without a body.
+    pub fn accepted_forms(&self, has_body: bool) -> BodyForms {
+        self.config.scheme.forms_for(has_body)
+    }
+}
+
+impl<Sch: Clone> VerifyLayer<Sch> {
+    /// A verifier for `scheme`, with the shared settings at their defaults.
+    pub fn with_scheme(scheme: Sch) -> Self {
+        VerifyLayer {
+            config: Arc::new(Config {
+                scheme,
+                replay_store: Arc::new(MokaReplayStore::default()),
+                body_limit: DEFAULT_BODY_LIMIT,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
+                store_timeout: DEFAULT_STORE_TIMEOUT,
+                clock: Arc::new(SystemClock),
+                on_rejection: Arc::new(JsonRejection),
+            }),
+        }
+    }
+
+    fn with(mut self, change: impl FnOnce(&mut Config<Sch>)) -> Self {
+        change(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> &Sch {
+        &self.config.scheme
+    }
+
+    /// Where accepted requests are remembered, to refuse their replays. Defaults to a
+    /// [`MokaReplayStore`] with its default capacity, private to this layer and its clones.
+    pub fn replay_store(self, store: impl ReplayStore) -> Self {
+        self.with(|config| config.replay_store = Arc::new(store))
     }
 
     /// The largest body, in bytes, the verifier reads. Defaults to 2 MiB. A request with a
@@ -165,27 +173,24 @@ impl VerifyPskLayer {
     }
 }
 
-impl<S> Layer<S> for VerifyPskLayer {
-    type Service = VerifyPsk<S>;
+impl<S, Sch: Scheme> Layer<S> for VerifyLayer<Sch> {
+    type Service = Verify<S, Sch>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        VerifyPsk::from_config(inner, Arc::clone(&self.config))
+        Verify::from_config(inner, Arc::clone(&self.config))
     }
 }
 
-impl fmt::Debug for VerifyPskLayer {
+impl<Sch: fmt::Debug> fmt::Debug for VerifyLayer<Sch> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.config.fmt(f)
     }
 }
 
-impl fmt::Debug for Config {
+impl<Sch: fmt::Debug> fmt::Debug for Config<Sch> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyPskConfig")
-            .field("window_secs", &self.window_secs)
-            .field("body_forms", &self.body_forms)
-            .field("insecure_accept_unsigned_body", &self.unsigned_body)
-            .field("unique_nonce", &self.unique_nonce)
+        f.debug_struct("VerifyConfig")
+            .field("scheme", &self.scheme)
             .field("body_limit", &self.body_limit)
             .field("body_timeout", &self.body_timeout)
             .field("store_timeout", &self.store_timeout)

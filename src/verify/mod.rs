@@ -29,6 +29,7 @@ mod explain;
 mod future;
 mod identity;
 mod layer;
+mod scheme;
 mod service;
 
 pub use body::VerifiedBody;
@@ -36,6 +37,8 @@ pub use explain::SigningStringFor;
 pub use future::ResponseFuture;
 pub use identity::VerifiedKey;
 pub use layer::{
-    VerifyPskLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW,
+    VerifyLayer, VerifyPskLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_STORE_TIMEOUT,
+    DEFAULT_WINDOW,
 };
-pub use service::VerifyPsk;
+pub use scheme::{OneOf, OneOfClaim, Scheme};
+pub use service::{Verify, VerifyPsk};

@@ -9,39 +9,52 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::body::{read_limited, VerifiedBody};
-use super::layer::{Config, VerifyPskLayer};
-use super::{ResponseFuture, VerifiedKey};
+use super::layer::{Config, VerifyLayer};
+use super::{ResponseFuture, Scheme};
 use crate::key_store::KeyStore;
-use crate::psk::{
-    names_scheme, verify_forms, Credential, MalformedCredential, SigningString, MAC_LEN,
-};
+use crate::psk::ArmorPsk;
 use crate::rejection::Rejection;
-use crate::replay::{Recorded, ReplayRecord, ReplayStoreError};
+use crate::replay::{Recorded, ReplayStoreError};
 
-/// The service [`VerifyPskLayer`] wraps around an inner service.
+/// The service a [`VerifyLayer`] wraps around an inner service.
 ///
-/// The inner service receives only requests whose ARMOR-PSK signature verified, with the same
-/// method, URI, headers and body bytes (as a [`VerifiedBody`]) and a [`VerifiedKey`] in the
-/// extensions. Every other request gets a rejection response from here.
-#[derive(Clone)]
-pub struct VerifyPsk<S> {
+/// The inner service receives only requests whose signature verified, with the same method,
+/// URI, headers and body bytes (as a [`VerifiedBody`]) and a
+/// [`VerifiedKey`](super::VerifiedKey) in the extensions. Every other request gets a rejection
+/// response from here.
+pub struct Verify<S, Sch> {
     inner: S,
-    config: Arc<Config>,
+    config: Arc<Config<Sch>>,
 }
 
-impl<S> VerifyPsk<S> {
-    /// Wraps `inner`, with secrets from `key_store` and the default settings.
+/// The ARMOR-PSK verifier's service.
+pub type VerifyPsk<S> = Verify<S, ArmorPsk>;
+
+impl<S: Clone, Sch> Clone for Verify<S, Sch> {
+    fn clone(&self) -> Self {
+        Verify {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S> Verify<S, ArmorPsk> {
+    /// Wraps `inner` in the ARMOR-PSK verifier, with secrets from `key_store` and the default
+    /// settings.
     pub fn new(inner: S, key_store: impl KeyStore) -> Self {
-        VerifyPskLayer::new(key_store).layer_service(inner)
+        Verify::from_config(inner, VerifyLayer::new(key_store).config)
     }
 
-    /// A [`VerifyPskLayer`] with secrets from `key_store`.
-    pub fn layer(key_store: impl KeyStore) -> VerifyPskLayer {
-        VerifyPskLayer::new(key_store)
+    /// A [`VerifyPskLayer`](super::VerifyPskLayer) with secrets from `key_store`.
+    pub fn layer(key_store: impl KeyStore) -> VerifyLayer<ArmorPsk> {
+        VerifyLayer::new(key_store)
     }
+}
 
-    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
-        VerifyPsk { inner, config }
+impl<S, Sch> Verify<S, Sch> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<Sch>>) -> Self {
+        Verify { inner, config }
     }
 
     /// The inner service.
@@ -60,23 +73,18 @@ impl<S> VerifyPsk<S> {
     }
 }
 
-impl VerifyPskLayer {
-    fn layer_service<S>(&self, inner: S) -> VerifyPsk<S> {
-        VerifyPsk::from_config(inner, Arc::clone(&self.config))
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for VerifyPsk<S> {
+impl<S: fmt::Debug, Sch: fmt::Debug> fmt::Debug for Verify<S, Sch> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyPsk")
+        f.debug_struct("Verify")
             .field("inner", &self.inner)
             .field("config", &self.config)
             .finish()
     }
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for VerifyPsk<S>
+impl<S, Sch, ReqBody, ResBody> Service<Request<ReqBody>> for Verify<S, Sch>
 where
+    Sch: Scheme,
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Send,
@@ -95,7 +103,8 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let config = Arc::clone(&self.config);
-        let claim = match check_header(&config, request.headers()) {
+        let now = config.clock.now_unix();
+        let claim = match config.scheme.check(request.headers(), now) {
             Ok(claim) => claim,
             Err(rejection) => return ResponseFuture::refused(Ok(respond(&config, rejection))),
         };
@@ -119,13 +128,13 @@ pin_project_lite::pin_project! {
     /// beside the futures it awaits, so the request (and the claim) would be stored twice in
     /// every request's allocation.
     #[project = VerifyingProj]
-    enum Verifying<V, F, S> {
-        Checking { #[pin] check: V, inner: S, config: Arc<Config> },
+    enum Verifying<V, F, S, Sch> {
+        Checking { #[pin] check: V, inner: S, config: Arc<Config<Sch>> },
         Calling { #[pin] call: F },
     }
 }
 
-impl<V, S, ResBody> std::future::Future for Verifying<V, S::Future, S>
+impl<V, S, Sch, ResBody> std::future::Future for Verifying<V, S::Future, S, Sch>
 where
     V: std::future::Future<Output = Result<Request<VerifiedBody>, Rejection>>,
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
@@ -153,54 +162,12 @@ where
     }
 }
 
-/// What the header claims, owned, once it has parsed and its timestamp is in the window.
-struct Claim {
-    key_id: String,
-    nonce: String,
-    timestamp: i64,
-    mac: [u8; MAC_LEN],
-}
-
-fn check_header(config: &Config, headers: &HeaderMap) -> Result<Claim, Rejection> {
-    let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next().ok_or(Rejection::MissingCredentials)?;
-    if values.next().is_some() {
-        return Err(Rejection::MalformedCredentials(
-            MalformedCredential::MultipleHeaders,
-        ));
-    }
-    if !names_scheme(value.as_bytes()) {
-        return Err(Rejection::MissingCredentials);
-    }
-    let credential =
-        Credential::parse_bytes(value.as_bytes()).map_err(Rejection::MalformedCredentials)?;
-    check_window(config, credential.timestamp())?;
-    Ok(Claim {
-        key_id: credential.key_id().to_owned(),
-        nonce: credential.nonce().to_owned(),
-        timestamp: credential.timestamp(),
-        mac: *credential.mac(),
-    })
-}
-
-/// Refuses a timestamp further than the window from the server's clock; returns the time.
-fn check_window(config: &Config, timestamp: i64) -> Result<i64, Rejection> {
-    let now = config.clock.now_unix();
-    if now.abs_diff(timestamp) > config.window_secs {
-        return Err(Rejection::TimestampOutOfWindow {
-            server_time: now,
-            window_secs: config.window_secs,
-        });
-    }
-    Ok(now)
-}
-
 /// The checks after the header. Takes the request in parts, and everything by value, so that
 /// its future holds each once (rustc stores an `async fn`'s arguments apart from the locals
 /// they would be moved into).
-async fn verify<B>(
-    config: Arc<Config>,
-    claim: Claim,
+async fn verify<Sch: Scheme, B>(
+    config: Arc<Config<Sch>>,
+    claim: Sch::Claim,
     mut parts: http::request::Parts,
     body: B,
 ) -> Result<Request<VerifiedBody>, Rejection>
@@ -208,21 +175,21 @@ where
     B: Body,
     B::Error: fmt::Display,
 {
-    // Called on the trait object itself: through `Arc<dyn KeyStore>`'s own impl, the call
-    // would box a second future around the store's.
+    let scheme = &config.scheme;
+    let key_id = scheme.key_id(&claim);
     let lookup = guarded(config.store_timeout, || {
-        (*config.key_store).lookup(&claim.key_id)
+        scheme.key_store(&claim).lookup(key_id)
     })
     .await;
     let secret = match lookup {
         Ok(Ok(Some(secret))) => secret,
-        Ok(Ok(None)) => return Err(Rejection::UnknownKey),
+        Ok(Ok(None)) => return Err(scheme.unknown_key(&claim)),
         Ok(Err(error)) => {
-            tracing::warn!(%error, key_id = %claim.key_id, "key store lookup failed");
+            tracing::warn!(%error, key_id, "key store lookup failed");
             return Err(Rejection::KeyStoreUnavailable);
         }
         Err(fault) => {
-            tracing::error!(key_id = %claim.key_id, "key store lookup {fault}");
+            tracing::error!(key_id, "key store lookup {fault}");
             return Err(Rejection::KeyStoreUnavailable);
         }
     };
@@ -238,56 +205,32 @@ where
             timeout_secs: config.body_timeout.as_secs(),
         })??;
 
-    let signing = SigningString {
-        key_id: &claim.key_id,
-        method: parts.method.as_str(),
-        path: signed_path(&parts),
-        nonce: &claim.nonce,
-        timestamp: claim.timestamp,
-    };
-    let forms = config.forms_for(!body.is_empty());
-    let form = verify_forms(
-        secret.hmac_sha512(),
-        &signing,
-        forms,
-        body.chunks(),
-        &claim.mac,
-    )
-    .ok_or(Rejection::BadSignature)?;
+    let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
-    // Reading the body took time: the timestamp must still be inside the window, so that the
-    // entry recorded now outlives every copy of the request that could still be accepted.
-    let now = check_window(&config, claim.timestamp)?;
-    let expires_at = claim.timestamp.saturating_add_unsigned(config.window_secs);
-    let record = ReplayRecord::new(&claim.key_id, &claim.nonce, &claim.mac, expires_at, now)
-        .unique_nonce(config.unique_nonce);
-    match guarded(config.store_timeout, || {
-        (*config.replay_store).record(&record)
-    })
-    .await
-    {
-        Ok(Ok(Recorded::Fresh)) => {}
-        Ok(Ok(_)) => return Err(Rejection::ReplayedNonce),
-        Ok(Err(ReplayStoreError::Full { capacity })) => {
-            tracing::warn!(capacity, "replay store is full: refusing requests");
-            return Err(Rejection::NonceStoreFull);
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "replay store failed");
-            return Err(Rejection::NonceStoreUnavailable);
-        }
-        Err(fault) => {
-            tracing::error!("replay store {fault}");
-            return Err(Rejection::NonceStoreUnavailable);
+    if let Some(record) = scheme.replay_record(&claim, config.clock.now_unix())? {
+        match guarded(config.store_timeout, || {
+            (*config.replay_store).record(&record)
+        })
+        .await
+        {
+            Ok(Ok(Recorded::Fresh)) => {}
+            Ok(Ok(_)) => return Err(Rejection::ReplayedNonce),
+            Ok(Err(ReplayStoreError::Full { capacity })) => {
+                tracing::warn!(capacity, "replay store is full: refusing requests");
+                return Err(Rejection::NonceStoreFull);
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "replay store failed");
+                return Err(Rejection::NonceStoreUnavailable);
+            }
+            Err(fault) => {
+                tracing::error!("replay store {fault}");
+                return Err(Rejection::NonceStoreUnavailable);
+            }
         }
     }
 
-    parts.extensions.insert(VerifiedKey::new(
-        claim.key_id,
-        claim.nonce,
-        claim.timestamp,
-        form,
-    ));
+    parts.extensions.insert(scheme.identity(claim, form));
     // hyper does not mark it: an inner layer that logs headers must not print the signature.
     if let Some(authorization) = parts.headers.get_mut(AUTHORIZATION) {
         authorization.set_sensitive(true);
@@ -377,16 +320,9 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// The path as the client sent it. Behind axum's `nest`, the URI the route sees has lost its
-/// prefix; axum keeps the original in the extensions.
-fn signed_path(parts: &http::request::Parts) -> &str {
-    #[cfg(feature = "axum")]
-    if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get() {
-        return uri.path();
-    }
-    parts.uri.path()
-}
-
-fn respond<ResBody: From<Bytes>>(config: &Config, rejection: Rejection) -> Response<ResBody> {
+fn respond<ResBody: From<Bytes>, Sch>(
+    config: &Config<Sch>,
+    rejection: Rejection,
+) -> Response<ResBody> {
     crate::rejection::respond(&*config.on_rejection, rejection)
 }

@@ -1,0 +1,191 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::AUTHORIZATION;
+use http::request::Parts;
+use http::HeaderMap;
+
+use super::{
+    names_scheme, verify_forms, BodyForm, BodyForms, Credential, MalformedCredential,
+    SigningString, MAC_LEN,
+};
+use crate::key_store::{KeyStore, Secret};
+use crate::rejection::Rejection;
+use crate::replay::ReplayRecord;
+use crate::verify::{Scheme, VerifiedBody, VerifiedKey};
+
+/// The default allowed distance between a request's timestamp and the server's clock.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+
+/// The ARMOR-PSK scheme, as the verifier runs it: where its keys are, its window, the body forms
+/// it accepts and its nonce rule. [`VerifyPskLayer`](crate::VerifyPskLayer)'s builder methods
+/// set these; build one directly to combine it with another scheme
+/// ([`OneOf`](crate::verify::OneOf)).
+#[derive(Clone)]
+pub struct ArmorPsk {
+    key_store: Arc<dyn KeyStore>,
+    pub(crate) window_secs: u64,
+    pub(crate) body_forms: BodyForms,
+    pub(crate) unsigned_body: bool,
+    pub(crate) unique_nonce: bool,
+}
+
+impl ArmorPsk {
+    /// The scheme with its secrets in `key_store` and the defaults: a 300-second window, all
+    /// three body forms (the empty one only for a request without a body), one nonce per key.
+    pub fn new(key_store: impl KeyStore) -> Self {
+        ArmorPsk {
+            key_store: Arc::new(key_store),
+            window_secs: DEFAULT_WINDOW.as_secs(),
+            body_forms: BodyForms::ALL,
+            unsigned_body: false,
+            unique_nonce: true,
+        }
+    }
+
+    /// The forms a request may have been signed with, given whether it has a body.
+    pub(crate) fn forms_for(&self, has_body: bool) -> BodyForms {
+        if has_body && !self.unsigned_body {
+            self.body_forms.without(BodyForm::Empty)
+        } else {
+            self.body_forms
+        }
+    }
+
+    /// Refuses a timestamp further than the window from `now`.
+    fn check_window(&self, timestamp: i64, now: i64) -> Result<(), Rejection> {
+        if now.abs_diff(timestamp) > self.window_secs {
+            return Err(Rejection::TimestampOutOfWindow {
+                server_time: now,
+                window_secs: self.window_secs,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ArmorPsk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArmorPsk")
+            .field("window_secs", &self.window_secs)
+            .field("body_forms", &self.body_forms)
+            .field("insecure_accept_unsigned_body", &self.unsigned_body)
+            .field("unique_nonce", &self.unique_nonce)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an ARMOR-PSK header claims, owned, once it has parsed and its timestamp is in the
+/// window.
+#[derive(Debug)]
+pub struct PskClaim {
+    key_id: String,
+    nonce: String,
+    timestamp: i64,
+    mac: [u8; MAC_LEN],
+}
+
+impl Scheme for ArmorPsk {
+    type Claim = PskClaim;
+
+    fn recognizes(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .any(|value| names_scheme(value.as_bytes()))
+    }
+
+    fn check(&self, headers: &HeaderMap, now: i64) -> Result<PskClaim, Rejection> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let value = values.next().ok_or(Rejection::MissingCredentials)?;
+        if values.next().is_some() {
+            return Err(Rejection::MalformedCredentials(
+                MalformedCredential::MultipleHeaders,
+            ));
+        }
+        if !names_scheme(value.as_bytes()) {
+            return Err(Rejection::MissingCredentials);
+        }
+        let credential =
+            Credential::parse_bytes(value.as_bytes()).map_err(Rejection::MalformedCredentials)?;
+        self.check_window(credential.timestamp(), now)?;
+        Ok(PskClaim {
+            key_id: credential.key_id().to_owned(),
+            nonce: credential.nonce().to_owned(),
+            timestamp: credential.timestamp(),
+            mac: *credential.mac(),
+        })
+    }
+
+    fn key_id<'c>(&self, claim: &'c PskClaim) -> &'c str {
+        &claim.key_id
+    }
+
+    fn key_store(&self, _: &PskClaim) -> &dyn KeyStore {
+        &*self.key_store
+    }
+
+    fn unknown_key(&self, _: &PskClaim) -> Rejection {
+        Rejection::UnknownKey
+    }
+
+    fn verify(
+        &self,
+        claim: &PskClaim,
+        secret: &Secret,
+        parts: &Parts,
+        body: &mut VerifiedBody,
+    ) -> Result<BodyForm, Rejection> {
+        let signing = SigningString {
+            key_id: &claim.key_id,
+            method: parts.method.as_str(),
+            path: signed_path(parts),
+            nonce: &claim.nonce,
+            timestamp: claim.timestamp,
+        };
+        let forms = self.forms_for(!body.is_empty());
+        verify_forms(
+            secret.hmac_sha512(),
+            &signing,
+            forms,
+            body.chunks(),
+            &claim.mac,
+        )
+        .ok_or(Rejection::BadSignature)
+    }
+
+    fn replay_record<'c>(
+        &self,
+        claim: &'c PskClaim,
+        now: i64,
+    ) -> Result<Option<ReplayRecord<'c>>, Rejection> {
+        // Reading the body took time: the timestamp must still be inside the window, so that the
+        // entry recorded now outlives every copy of the request that could still be accepted.
+        self.check_window(claim.timestamp, now)?;
+        let expires_at = claim.timestamp.saturating_add_unsigned(self.window_secs);
+        let record = ReplayRecord::new(&claim.key_id, &claim.nonce, &claim.mac, expires_at, now)
+            .unique_nonce(self.unique_nonce);
+        Ok(Some(record))
+    }
+
+    fn identity(&self, claim: PskClaim, form: BodyForm) -> VerifiedKey {
+        VerifiedKey::new(
+            super::SCHEME_NAME,
+            claim.key_id,
+            claim.nonce,
+            claim.timestamp,
+            form,
+        )
+    }
+}
+
+/// The path as the client sent it. Behind axum's `nest`, the URI the route sees has lost its
+/// prefix; axum keeps the original in the extensions.
+pub(crate) fn signed_path(parts: &Parts) -> &str {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get() {
+        return uri.path();
+    }
+    parts.uri.path()
+}
