@@ -19,6 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_armor-psk");
 const KEY_ID: &str = "6f1c2d3e-4b5a-4c7d-8e9f-0a1b2c3d4e5f";
 const SECRET: &str = "cli-test-secret-0123456789";
 const ACCOUNT_KEY_ID: &str = "key-for-account-7";
+const DATE_KEY_ID: &str = "license-key-for-date-hmac";
 const USER: &str = "ann@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -170,6 +171,11 @@ name = "ci"
 id = "{ACCOUNT_KEY_ID}"
 secret = "{SECRET}"
 accounts = [7]
+
+[[keys]]
+id = "{DATE_KEY_ID}"
+secret = "{SECRET}"
+schemes = ["date-hmac"]
 
 [[keys]]
 id = "disabled-key"

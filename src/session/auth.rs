@@ -95,7 +95,7 @@ struct Shared {
 }
 
 /// Accepts both of the Armor API's schemes on one router: `Authorization: ARMOR-PSK …`
-/// through the given [`VerifyPskLayer`], `Authorization: FH-AUTH <token>` through
+/// through the given [`VerifyPskLayer`](crate::VerifyPskLayer), `Authorization: FH-AUTH <token>` through
 /// [`Sessions`].
 ///
 /// After authentication it refuses, with 403 `forbidden_for_api_key`, an API key calling a

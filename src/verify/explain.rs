@@ -2,7 +2,7 @@ use bytes::Bytes;
 use http::request::Parts;
 
 use super::VerifyPskLayer;
-use crate::psk::{signed_path, BodyForm, Credential, SigningString};
+use crate::psk::{signed_path, ArmorPsk, BodyForm, Credential, SigningString};
 
 /// The signing string the verifier computes for one body form, as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +15,19 @@ pub struct SigningStringFor {
 }
 
 impl VerifyPskLayer {
-    /// The signing strings this layer computes for a request, one per body form it tries, so
+    /// The signing strings this layer computes for a request: see [`ArmorPsk::explain`].
+    pub fn explain(&self, parts: &Parts, body: &Bytes) -> Option<Vec<SigningStringFor>> {
+        self.scheme().explain(parts, body)
+    }
+}
+
+impl ArmorPsk {
+    /// The body forms the scheme accepts for a request with or without a body.
+    pub fn accepted_forms(&self, has_body: bool) -> crate::psk::BodyForms {
+        self.forms_for(has_body)
+    }
+
+    /// The signing strings the verifier computes for a request, one per body form it tries, so
     /// that a client author can see which part differs from theirs (as S3 returns its
     /// StringToSign). Neither the secret nor the expected MAC is part of them. `None` when the
     /// request carries no well-formed ARMOR-PSK credential.
@@ -32,7 +44,7 @@ impl VerifyPskLayer {
             nonce: credential.nonce(),
             timestamp: credential.timestamp(),
         };
-        let forms = self.accepted_forms(!body.is_empty());
+        let forms = self.forms_for(!body.is_empty());
         Some(
             forms
                 .iter()

@@ -105,7 +105,7 @@ impl VerifyLayer<ArmorPsk> {
 
     /// The body forms this layer accepts for a request with or without a body.
     pub fn accepted_forms(&self, has_body: bool) -> BodyForms {
-        self.config.scheme.forms_for(has_body)
+        self.scheme().accepted_forms(has_body)
     }
 }
 

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use armor_psk::date_hmac::DateHmac;
 use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
+use armor_psk::psk::ArmorPsk;
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
-use armor_psk::{Rejection, Signer, VerifyPskLayer};
+use armor_psk::verify::{OneOf, VerifyLayer};
+use armor_psk::{Rejection, Signer};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::{Method, StatusCode};
@@ -65,9 +68,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Fatal> {
 
 type KeyAccounts = Box<dyn Fn(&str) -> Vec<i64> + Send + Sync>;
 
+/// Both signing schemes: ARMOR-PSK, and the signed-Date scheme for the keys that list it.
+type Schemes = OneOf<ArmorPsk, DateHmac>;
+
 /// What the server authenticates against, and how to reload it.
 struct Directory {
     key_store: Box<dyn KeyStore>,
+    date_key_store: Box<dyn KeyStore>,
     key_accounts: KeyAccounts,
     users: Users,
     file: Option<(PathBuf, FileKeyStore)>,
@@ -87,6 +94,7 @@ fn open_file(path: PathBuf) -> Result<Directory, Fatal> {
     let accounts = store.clone();
     Ok(Directory {
         key_store: Box::new(store.clone()),
+        date_key_store: Box::new(store.for_scheme(armor_psk::date_hmac::SCHEME_NAME)),
         key_accounts: Box::new(move |key_id| accounts.accounts(key_id)),
         users,
         file: Some((path, store)),
@@ -104,12 +112,12 @@ fn make_demo() -> Result<Directory, Fatal> {
         hash_password(&password)?,
         vec![1001, 1002],
     )?;
+    let keys = MemoryKeyStore::builder()
+        .key(key_id.clone(), secret.as_str())
+        .build();
     Ok(Directory {
-        key_store: Box::new(
-            MemoryKeyStore::builder()
-                .key(key_id.clone(), secret.as_str())
-                .build(),
-        ),
+        key_store: Box::new(keys.clone()),
+        date_key_store: Box::new(keys),
         key_accounts: Box::new(|_| Vec::new()),
         users: [user].into_iter().collect(),
         file: None,
@@ -129,7 +137,10 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
     };
     let sessions = Sessions::builder(directory.users).build();
     let key_accounts = directory.key_accounts;
-    let psk = VerifyPskLayer::new(directory.key_store);
+    let psk = VerifyLayer::with_scheme(OneOf::new(
+        ArmorPsk::new(directory.key_store),
+        DateHmac::new(directory.date_key_store),
+    ));
     let auth = ArmorAuthLayer::new(psk.clone(), sessions.clone())
         .key_accounts(move |key_id| key_accounts(key_id));
     let metrics = Metrics::default();
@@ -256,7 +267,7 @@ async fn reload_on_hangup(_: PathBuf, _: FileKeyStore, _: Sessions) {}
 fn identity_json(identity: &Identity) -> Value {
     match identity {
         Identity::ApiKey { key, account } => json!({
-            "scheme": "ARMOR-PSK",
+            "scheme": key.scheme(),
             "key_id": key.key_id(),
             "account": account,
         }),
@@ -308,7 +319,7 @@ async fn echo(
 /// buffered here (a test double can afford it) so that it can be shown after the verifier read
 /// it.
 async fn explain_bad_signatures(
-    State(psk): State<VerifyPskLayer>,
+    State(psk): State<VerifyLayer<Schemes>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -332,7 +343,11 @@ async fn explain_bad_signatures(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    let Some(explained) = psk.explain(&request.into_parts().0, &bytes) else {
+    let Some(explained) = psk
+        .scheme()
+        .first()
+        .explain(&request.into_parts().0, &bytes)
+    else {
         return response;
     };
     let (mut parts, body) = response.into_parts();

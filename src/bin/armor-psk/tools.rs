@@ -3,11 +3,13 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+use armor_psk::date_hmac::DateHmacSigner;
 use armor_psk::psk::BodyForm;
 use armor_psk::Signer;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use clap::Args;
+use http::header::{AUTHORIZATION, DATE};
 use http::Method;
 use zeroize::Zeroizing;
 
@@ -20,10 +22,14 @@ pub(crate) struct SignArgs {
     key_id: String,
     #[command(flatten)]
     secret: SecretSource,
-    /// How the body enters the signature.
+    /// The signing scheme: ARMOR-PSK, or the License API's signed Date header (which prints
+    /// a `Date` line too, and signs no method, path or body).
+    #[arg(long, default_value = "armor-psk", value_parser = ["armor-psk", "date-hmac"])]
+    scheme: String,
+    /// How the body enters the signature (ARMOR-PSK).
     #[arg(long, default_value = "digest", value_parser = ["digest", "raw", "empty"])]
     form: String,
-    /// The nonce (default: a random UUID v4).
+    /// The nonce (ARMOR-PSK; default: a random UUID v4).
     #[arg(long)]
     nonce: Option<String>,
     /// Print a whole curl command rather than the header value.
@@ -89,26 +95,50 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
             None => data.as_bytes().to_vec(),
         },
     };
-    let form: BodyForm = args.form.parse()?;
-    let signer = Signer::new(args.key_id, secret.as_str())?.body_form(form);
-    let path = uri.path();
-    let header = match &args.nonce {
-        Some(nonce) => {
-            let now = armor_psk::clock::Clock::now_unix(&armor_psk::clock::SystemClock);
-            signer.authorization_with(&method, path, &body, nonce, now)?
+    let headers = if args.scheme == armor_psk::date_hmac::SCHEME_NAME {
+        if args.nonce.is_some() {
+            return Err(Fatal(
+                "--nonce does not apply to date-hmac, which signs only the Date".into(),
+            ));
         }
-        None => signer.authorization(&method, path, &body)?,
+        let mut request = http::Request::new(());
+        DateHmacSigner::new(args.key_id, secret.as_str()).sign(&mut request);
+        let header = |name: http::header::HeaderName| -> Result<String, Fatal> {
+            let value = request.headers().get(&name);
+            let value = value.ok_or_else(|| Fatal(format!("no {name} header")))?;
+            Ok(value.to_str()?.to_owned())
+        };
+        vec![
+            ("Date", header(DATE)?),
+            ("Authorization", header(AUTHORIZATION)?),
+        ]
+    } else {
+        let form: BodyForm = args.form.parse()?;
+        let signer = Signer::new(args.key_id, secret.as_str())?.body_form(form);
+        let path = uri.path();
+        let header = match &args.nonce {
+            Some(nonce) => {
+                let now = armor_psk::clock::Clock::now_unix(&armor_psk::clock::SystemClock);
+                signer.authorization_with(&method, path, &body, nonce, now)?
+            }
+            None => signer.authorization(&method, path, &body)?,
+        };
+        vec![("Authorization", header.to_str()?.to_owned())]
     };
-    let header = header.to_str()?;
     if !args.curl {
-        println!("{header}");
+        match headers.as_slice() {
+            [(_, authorization)] => println!("{authorization}"),
+            _ => headers
+                .iter()
+                .for_each(|(name, value)| println!("{name}: {value}")),
+        }
         return Ok(());
     }
-    let mut command = format!(
-        "curl -sS -X {method} {} -H {} -H 'Content-Type: application/json'",
-        shell_quote(&args.url),
-        shell_quote(&format!("Authorization: {header}"))
-    );
+    let mut command = format!("curl -sS -X {method} {}", shell_quote(&args.url));
+    for (name, value) in &headers {
+        command.push_str(&format!(" -H {}", shell_quote(&format!("{name}: {value}"))));
+    }
+    command.push_str(" -H 'Content-Type: application/json'");
     if let Some(data) = &args.data {
         let data = match data.strip_prefix('@') {
             Some(path) => format!("@{path}"),
