@@ -130,8 +130,14 @@ impl RoutePolicy {
     }
 
     /// Whether an API key may not call `method` on `path` (the path only, without the query).
+    /// `HEAD` counts as `GET` (routers answer it with the `GET` handler).
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
         let segments = path_segments(path);
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         self.rules
             .iter()
             .any(|rule| rule.method == *method && rule.matches(&segments))
@@ -211,14 +217,20 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, InvalidPattern> {
         .collect()
 }
 
-/// The path's segments, percent-decoded, without the leading slash or one trailing slash.
+/// The path's segments, percent-decoded and normalised as a backend that resolves paths would:
+/// empty and `.` segments dropped, `..` taking the segment before it away.
 fn path_segments(path: &str) -> Vec<Cow<'_, str>> {
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() {
-        return Vec::new();
+    let mut segments = Vec::new();
+    for segment in path.split('/').map(percent_decode) {
+        match segment.as_ref() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
     }
-    rest.split('/').map(percent_decode).collect()
+    segments
 }
 
 fn percent_decode(segment: &str) -> Cow<'_, str> {
@@ -265,6 +277,7 @@ mod tests {
             ("GET", "/users/7/keys", true),
             ("GET", "/users/abc/keys", true),
             ("GET", "/users//keys", false),
+            ("GET", "/users/%2e%2e/keys", false),
             ("POST", "/users/7/keys", true),
             ("DELETE", "/users/7/keys/k-1", true),
             ("GET", "/users/7/ActivationCode", true),
@@ -298,6 +311,14 @@ mod tests {
             ("POST", "/usersecurity/validatephoneapppin", true),
             ("GET", "/accounts/2", false),
             ("GET", "/", false),
+            ("HEAD", "/users/7/keys", true),
+            ("GET", "/users//7/keys", true),
+            ("GET", "//users/7/keys", true),
+            ("GET", "/users/./7/keys", true),
+            ("GET", "/users/7/x/../keys", true),
+            ("GET", "/users/7/keys//", true),
+            ("GET", "/users/7/%2e/keys", true),
+            ("GET", "/users/7/keys/..", false),
         ];
         for (method, path, forbidden) in cases {
             let method = Method::from_bytes(method.as_bytes()).unwrap();

@@ -406,3 +406,78 @@ async fn the_policy_is_configurable() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_pass_the_throttle() {
+    let app = test_app();
+    let guesses: Vec<_> = (0..10)
+        .map(|i| {
+            let router = app.router.clone();
+            tokio::spawn(async move {
+                let body = json!({ "username": USER, "password": format!("guess {i}") });
+                let request = Request::post("/auth/authorize")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap();
+                router.oneshot(request).await.unwrap().status()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.push(guess.await.unwrap());
+    }
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let throttled = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, throttled), (3, 7), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_policy_holds_behind_nest_for_head_and_for_odd_spellings() {
+    let clock = ManualClock::new(NOW);
+    let sessions = Sessions::builder(Default::default()).build();
+    let keys = MemoryKeyStore::builder().key(OPEN_KEY_ID, SECRET).build();
+    let auth = ArmorAuthLayer::new(VerifyPskLayer::new(keys).clock(clock.clone()), sessions);
+    let api = Router::new()
+        .route("/users/{id}/keys", get(|| async { "keys listed" }))
+        .layer(auth);
+    let app = TestApp {
+        router: Router::new().nest("/api", api.clone()).merge(api),
+        clock,
+    };
+    for (method, path) in [
+        (Method::GET, "/api/users/7/keys"),
+        (Method::HEAD, "/users/7/keys"),
+        (Method::HEAD, "/api/users/7/keys"),
+    ] {
+        let (status, _) = app.as_key(OPEN_KEY_ID, method.clone(), path, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn the_account_context_is_one_plain_integer() {
+    let app = test_app();
+    let token = app.token().await;
+    for spelling in ["+42", " 42", "42 ", "0x2a"] {
+        let (status, _) = app.as_user(Method::GET, "/x", &token, Some(spelling)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{spelling:?}");
+    }
+    let request = Request::get("/x")
+        .header("authorization", format!("FH-AUTH {token}"))
+        .header("x-account-context", "42")
+        .header("x-account-context", "99")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = app.send(request).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_account_context"))
+    );
+}

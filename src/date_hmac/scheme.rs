@@ -81,13 +81,23 @@ impl fmt::Debug for DateHmac {
     }
 }
 
-/// What a signed-Date request claims, once parsed and its `Date` in the window.
-#[derive(Debug)]
+/// What a signed-Date request claims, once parsed and its `Date` in the window. `Debug`
+/// leaves the tag out.
 pub struct DateHmacClaim {
     api_key: String,
     tag: [u8; TAG_LEN],
     date: String,
     date_unix: i64,
+}
+
+impl fmt::Debug for DateHmacClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DateHmacClaim")
+            .field("api_key", &self.api_key)
+            .field("date", &self.date)
+            .field("tag", &"[redacted]")
+            .finish()
+    }
 }
 
 fn refuse(error: DateHmacError) -> Rejection {

@@ -272,18 +272,34 @@ fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
     Ok(keys)
 }
 
-/// The parser's message with its position, but without the quoted source line (which may be
-/// the line holding a secret).
+/// The parser's message with its position, but without the quoted source line and without
+/// the values serde quotes in backticks (either may be a secret: `secret = 12345` is "invalid
+/// type: integer `12345`").
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = redact_quoted(error.message());
     match error.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {}", error.message())
+            format!("line {line}, column {column}: {message}")
         }
-        None => error.message().to_owned(),
+        None => message,
     }
+}
+
+fn redact_quoted(message: &str) -> String {
+    // serde quotes the offending value after "invalid type/value/length"; field names, which
+    // other messages quote, are kept.
+    if !message.starts_with("invalid ") {
+        return message.to_owned();
+    }
+    message
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
 }
 
 #[cfg(test)]
@@ -395,6 +411,10 @@ mod tests {
                 "more than once",
             ),
             ("keys = 5", "invalid type"),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = 98765432123\n",
+                "invalid type",
+            ),
         ];
         let mut file = tempfile::NamedTempFile::new().unwrap();
         for (text, expected) in cases {

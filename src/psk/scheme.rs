@@ -77,13 +77,23 @@ impl fmt::Debug for ArmorPsk {
 }
 
 /// What an ARMOR-PSK header claims, owned, once it has parsed and its timestamp is in the
-/// window.
-#[derive(Debug)]
+/// window. `Debug` leaves the MAC out: it is good until the timestamp leaves the window.
 pub struct PskClaim {
     key_id: String,
     nonce: String,
     timestamp: i64,
     mac: [u8; MAC_LEN],
+}
+
+impl fmt::Debug for PskClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PskClaim")
+            .field("key_id", &self.key_id)
+            .field("nonce", &self.nonce)
+            .field("timestamp", &self.timestamp)
+            .field("mac", &"[redacted]")
+            .finish()
+    }
 }
 
 impl Scheme for ArmorPsk {

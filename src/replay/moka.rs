@@ -30,6 +30,11 @@ const DEFAULT_LIFETIME_SECS: u64 = 600;
 /// hole. The default, 1,200,000 entries, holds 1,000 requests a second for the 600 seconds an
 /// entry can live under the default window (both rules), about 420 MB at full occupancy.
 ///
+/// Entries expire on moka's monotonic clock, with a lifetime taken from the verifier's clock
+/// when they are inserted. If the wall clock is stepped back by some seconds, an entry can
+/// expire that many seconds before its request leaves the window; `CompactReplayStore`, which
+/// expires entries on the verifier's clock alone, has no such gap.
+///
 /// Entries live in this process only: replicas behind a load balancer each keep their own, so a
 /// request replayed to another replica is not caught. Share a store across replicas for that.
 ///

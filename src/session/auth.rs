@@ -294,13 +294,22 @@ async fn sign_in_user(
 /// The `X-Account-Context` account. With `allowed`, it must be one of them; without, a value
 /// that is not an integer is passed over.
 fn account_context(headers: &HeaderMap, allowed: Option<&[i64]>) -> Result<Option<i64>, Rejection> {
-    let Some(value) = headers.get(ACCOUNT_CONTEXT) else {
+    let mut values = headers.get_all(ACCOUNT_CONTEXT).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
-    let account = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<i64>().ok());
+    // One value, of plain digits: a second one, or a spelling another reader would take
+    // differently (`+42`, ` 42`), could name another account downstream.
+    let digits = value.as_bytes();
+    let plain = !digits.is_empty() && digits.iter().all(u8::is_ascii_digit);
+    if allowed.is_some() && (values.next().is_some() || !plain) {
+        return Err(Rejection::InvalidAccountContext);
+    }
+    let account = if plain {
+        value.to_str().ok().and_then(|v| v.parse::<i64>().ok())
+    } else {
+        None
+    };
     match (allowed, account) {
         (None, account) => Ok(account),
         (Some(_), None) => Err(Rejection::InvalidAccountContext),
@@ -350,12 +359,20 @@ impl<S> KeyStage<S> {
             .get::<VerifiedKey>()
             .cloned()
             .ok_or(Rejection::MissingCredentials)?;
-        let path = parts
+        // Both the path the routes see (behind `nest`, without its prefix) and the path as sent:
+        // a rule written for either must hold.
+        let routed = parts.uri.path();
+        let sent = parts
             .extensions
             .get::<OriginalUri>()
-            .map_or(parts.uri.path(), |original| original.0.path());
-        if self.shared.policy.forbids(&parts.method, path) {
-            tracing::info!(key_id = key.key_id(), path, "route not open to API keys");
+            .map_or(routed, |original| original.0.path());
+        let policy = &self.shared.policy;
+        if policy.forbids(&parts.method, routed) || policy.forbids(&parts.method, sent) {
+            tracing::info!(
+                key_id = key.key_id(),
+                path = sent,
+                "route not open to API keys"
+            );
             return Err(Rejection::ForbiddenForApiKey);
         }
         let accounts = (self.shared.key_accounts)(key.key_id());

@@ -161,7 +161,7 @@ async fn authorize(
     let request: AuthorizeRequest = parse_body(&headers, &body, "sign-in")?;
     let throttle = &sessions.inner.throttle;
     let now = sessions.now();
-    if let Some(retry_after_secs) = throttle.retry_after(&request.username, now) {
+    if let Err(retry_after_secs) = throttle.begin_attempt(&request.username, now) {
         tracing::info!(username = %request.username, "sign-in throttled");
         return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
     }
@@ -174,7 +174,6 @@ async fn authorize(
             .await
             .unwrap_or(false);
     let Some(user) = user.filter(|_| verified) else {
-        throttle.record_failure(&request.username, now);
         tracing::info!(username = %request.username, "sign-in refused");
         return Err(AuthEndpointError::InvalidCredentials);
     };

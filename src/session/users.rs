@@ -153,20 +153,23 @@ impl Throttle {
         }
     }
 
-    /// Seconds to wait, when `username` has used up its tries.
-    pub(crate) fn retry_after(&self, username: &str, now: i64) -> Option<i64> {
-        let (count, until) = self.failures.get(&username.to_ascii_lowercase())?;
-        (count >= self.max_failures && until >= now).then(|| until - now + 1)
-    }
-
-    pub(crate) fn record_failure(&self, username: &str, now: i64) {
-        let period = self.period_secs;
+    /// Counts one more try for `username` before its password is checked, so that concurrent
+    /// guesses cannot all pass a check made before any of them failed; a success clears the
+    /// count. `Err(seconds to wait)` when the tries of this period are used up.
+    pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<(), i64> {
+        let (max, period) = (self.max_failures, self.period_secs);
+        let mut wait = None;
         self.failures
             .entry(username.to_ascii_lowercase())
             .and_compute_with(|current| match current.map(|entry| entry.into_value()) {
+                Some((count, until)) if until >= now && count >= max => {
+                    wait = Some(until - now + 1);
+                    Op::Nop
+                }
                 Some((count, until)) if until >= now => Op::Put((count + 1, until)),
                 _ => Op::Put((1, now + period)),
             });
+        wait.map_or(Ok(()), Err)
     }
 
     pub(crate) fn clear(&self, username: &str) {
@@ -200,12 +203,12 @@ mod tests {
     fn throttles_after_the_limit_until_the_period_ends() {
         let throttle = Throttle::new(3, 900);
         for _ in 0..3 {
-            assert_eq!(throttle.retry_after("ann", 1_000), None);
-            throttle.record_failure("Ann", 1_000);
+            assert_eq!(throttle.begin_attempt("Ann", 1_000), Ok(()));
         }
-        assert_eq!(throttle.retry_after("ann", 1_000), Some(901));
-        assert_eq!(throttle.retry_after("ann", 1_901), None);
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Err(901));
+        assert_eq!(throttle.begin_attempt("ann", 1_500), Err(401));
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
         throttle.clear("ann");
-        assert_eq!(throttle.retry_after("ann", 1_000), None);
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
     }
 }

@@ -323,6 +323,16 @@ async fn explain_bad_signatures(
     request: Request,
     next: Next,
 ) -> Response {
+    // Only a request that names ARMOR-PSK can get a bad_signature to explain: leave the rest
+    // unbuffered.
+    let names_psk = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.as_bytes().get(..10))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"ARMOR-PSK "));
+    if !names_psk {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (
         parts.method.clone(),
@@ -330,8 +340,14 @@ async fn explain_bad_signatures(
         parts.headers.clone(),
     );
     let limit = armor_psk::verify::DEFAULT_BODY_LIMIT;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return Rejection::BodyTooLarge { limit }.into_response();
+    let timeout = armor_psk::verify::DEFAULT_BODY_TIMEOUT;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return Rejection::BodyTooLarge { limit }.into_response(),
+        Err(_) => {
+            let timeout_secs = timeout.as_secs();
+            return Rejection::BodyTimeout { timeout_secs }.into_response();
+        }
     };
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes.clone())))
