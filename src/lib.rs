@@ -45,12 +45,17 @@
 //! # Modules
 //!
 //! - [`psk`]: the scheme itself (header parsing and formatting, the signing string, body forms);
-//! - [`verify`]: the layer, its service and future, and [`VerifiedKey`];
+//! - [`verify`]: the layer, its service and future, the [`Scheme`](verify::Scheme) trait, and
+//!   [`VerifiedKey`];
 //! - [`key_store`]: the [`KeyStore`] trait, [`Secret`], in-memory and TOML file stores;
 //! - [`replay`]: the [`ReplayStore`](replay::ReplayStore) trait, the moka store (the default)
 //!   and the compact store;
 //! - [`rejection`]: [`Rejection`], its statuses and codes, and [`OnRejection`](rejection::OnRejection);
-//! - [`clock`]: the system clock and a manual one for tests.
+//! - [`clock`]: the system clock and a manual one for tests;
+//! - [`date_hmac`]: a second scheme on the same machinery, the License API's signed `Date`
+//!   header (it signs nothing else: see its docs);
+//! - `policy` and `session` (feature `session`): the routes an API key may not call, and
+//!   FH-AUTH sign-in with the layer that accepts both ways in.
 //!
 //! # Features
 //!
