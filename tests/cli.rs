@@ -342,6 +342,29 @@ async fn serves_both_schemes_the_policy_and_the_echo() {
         StatusCode::FORBIDDEN
     );
 
+    // A code is good once over HTTP too (its two-minute expiry is tested with an injected clock
+    // in tests/session.rs).
+    let json_header = [("content-type", "application/json".to_owned())];
+    let sign_in = json!({ "username": USER, "password": PASSWORD }).to_string();
+    let (_, body) = server
+        .send(Method::POST, "/auth/authorize", &json_header, &sign_in)
+        .await;
+    let redeem = json!({ "code": body["code"], "grant_type": "authorization_code" }).to_string();
+    assert_eq!(
+        server
+            .send(Method::POST, "/auth/token", &json_header, &redeem)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (status, body) = server
+        .send(Method::POST, "/auth/token", &json_header, &redeem)
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "invalid_grant")
+    );
+
     // Reissue over HTTP answers the same token.
     let (status, body) = server
         .send(

@@ -44,8 +44,8 @@ impl ArmorPsk {
         }
     }
 
-    /// The forms a request may have been signed with, given whether it has a body.
-    pub(crate) fn forms_for(&self, has_body: bool) -> BodyForms {
+    /// The body forms the scheme accepts for a request with or without a body.
+    pub fn accepted_forms(&self, has_body: bool) -> BodyForms {
         if has_body && !self.unsigned_body {
             self.body_forms.without(BodyForm::Empty)
         } else {
@@ -154,7 +154,7 @@ impl Scheme for ArmorPsk {
             nonce: &claim.nonce,
             timestamp: claim.timestamp,
         };
-        let forms = self.forms_for(!body.is_empty());
+        let forms = self.accepted_forms(!body.is_empty());
         verify_forms(
             secret.hmac_sha512(),
             &signing,

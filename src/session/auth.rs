@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, OriginalUri};
+use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Request, Response};
@@ -87,6 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
 
 type KeyAccounts = Arc<dyn Fn(&str) -> Vec<i64> + Send + Sync>;
 
+#[derive(Clone)]
 struct Shared {
     sessions: Sessions,
     policy: RoutePolicy,
@@ -137,15 +138,7 @@ impl<Sch> ArmorAuthLayer<Sch> {
     }
 
     fn with(mut self, change: impl FnOnce(&mut Shared)) -> Self {
-        let shared = &*self.shared;
-        let mut copy = Shared {
-            sessions: shared.sessions.clone(),
-            policy: shared.policy.clone(),
-            key_accounts: Arc::clone(&shared.key_accounts),
-            on_rejection: Arc::clone(&shared.on_rejection),
-        };
-        change(&mut copy);
-        self.shared = Arc::new(copy);
+        change(Arc::make_mut(&mut self.shared));
         self
     }
 
@@ -362,12 +355,11 @@ impl<S> KeyStage<S> {
         // Both the path the routes see (behind `nest`, without its prefix) and the path as sent:
         // a rule written for either must hold.
         let routed = parts.uri.path();
-        let sent = parts
-            .extensions
-            .get::<OriginalUri>()
-            .map_or(routed, |original| original.0.path());
+        let sent = crate::psk::signed_path(parts);
         let policy = &self.shared.policy;
-        if policy.forbids(&parts.method, routed) || policy.forbids(&parts.method, sent) {
+        let forbidden = policy.forbids(&parts.method, routed)
+            || (sent != routed && policy.forbids(&parts.method, sent));
+        if forbidden {
             tracing::info!(
                 key_id = key.key_id(),
                 path = sent,

@@ -22,11 +22,6 @@ impl VerifyPskLayer {
 }
 
 impl ArmorPsk {
-    /// The body forms the scheme accepts for a request with or without a body.
-    pub fn accepted_forms(&self, has_body: bool) -> crate::psk::BodyForms {
-        self.forms_for(has_body)
-    }
-
     /// The signing strings the verifier computes for a request, one per body form it tries, so
     /// that a client author can see which part differs from theirs (as S3 returns its
     /// StringToSign). Neither the secret nor the expected MAC is part of them. `None` when the
@@ -44,7 +39,7 @@ impl ArmorPsk {
             nonce: credential.nonce(),
             timestamp: credential.timestamp(),
         };
-        let forms = self.forms_for(!body.is_empty());
+        let forms = self.accepted_forms(!body.is_empty());
         Some(
             forms
                 .iter()

@@ -77,7 +77,7 @@ struct Directory {
     date_key_store: Box<dyn KeyStore>,
     key_accounts: KeyAccounts,
     users: Users,
-    file: Option<(PathBuf, FileKeyStore)>,
+    file: Option<FileKeyStore>,
     demo: Option<Demo>,
 }
 
@@ -97,7 +97,7 @@ fn open_file(path: PathBuf) -> Result<Directory, Fatal> {
         date_key_store: Box::new(store.for_scheme(armor_psk::date_hmac::SCHEME_NAME)),
         key_accounts: Box::new(move |key_id| accounts.accounts(key_id)),
         users,
-        file: Some((path, store)),
+        file: Some(store),
         demo: None,
     })
 }
@@ -170,8 +170,8 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
     if let Some(demo) = &directory.demo {
         print_demo(demo, address)?;
     }
-    if let Some((path, store)) = directory.file {
-        tokio::spawn(reload_on_hangup(path, store, sessions));
+    if let Some(store) = directory.file {
+        tokio::spawn(reload_on_hangup(store, sessions));
     }
     tracing::info!(%address, "listening");
     axum::serve(listener, app)
@@ -238,7 +238,7 @@ async fn shutdown_signal() {
 }
 
 #[cfg(unix)]
-async fn reload_on_hangup(path: PathBuf, store: FileKeyStore, sessions: Sessions) {
+async fn reload_on_hangup(store: FileKeyStore, sessions: Sessions) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: the keys file will not be reloaded");
@@ -246,14 +246,14 @@ async fn reload_on_hangup(path: PathBuf, store: FileKeyStore, sessions: Sessions
     };
     while hangup.recv().await.is_some() {
         // Users first: if either part is broken, nothing is swapped.
-        let outcome = load_users(&path).and_then(|users| {
+        let outcome = load_users(store.path()).and_then(|users| {
             let keys = store.reload().map_err(|error| error.to_string())?;
             let count = users.len();
             sessions.set_users(users);
             Ok((keys, count))
         });
         match outcome {
-            Ok((keys, users)) => tracing::info!(keys, users, "reloaded {}", path.display()),
+            Ok((keys, users)) => tracing::info!(keys, users, "reloaded {}", store.path().display()),
             Err(error) => {
                 tracing::error!("reload failed, keeping the keys and users in use: {error}")
             }
@@ -262,7 +262,7 @@ async fn reload_on_hangup(path: PathBuf, store: FileKeyStore, sessions: Sessions
 }
 
 #[cfg(not(unix))]
-async fn reload_on_hangup(_: PathBuf, _: FileKeyStore, _: Sessions) {}
+async fn reload_on_hangup(_: FileKeyStore, _: Sessions) {}
 
 fn identity_json(identity: &Identity) -> Value {
     match identity {
