@@ -87,6 +87,10 @@ impl ReplayStore for NullStore {
     async fn record(&self, _: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
         Ok(Recorded::Fresh)
     }
+
+    fn record_now(&self, _: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        Some(Ok(Recorded::Fresh))
+    }
 }
 
 /// The `hawk` crate's server side: parse the `Authorization` header's parameters, rebuild the

@@ -90,34 +90,76 @@ fn allocated_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 // --- Stores that misbehave on demand. ---------------------------------------------------------
 
-/// Answers for `KEY_ID`; errors, hangs or panics for the key ids that say so.
-struct FaultyKeyStore;
+/// Answers for `KEY_ID`; errors, hangs or panics for the key ids that say so. `AT_ONCE` also
+/// answers through `lookup_now` (the verifier's path that allocates no future) for every key
+/// but the hanging one, which it leaves to `lookup`; `AWAITED` answers through `lookup` only.
+#[derive(Clone, Copy)]
+struct FaultyKeyStore {
+    at_once: bool,
+}
 
-#[armor_psk::async_trait]
-impl KeyStore for FaultyKeyStore {
-    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+impl FaultyKeyStore {
+    const AWAITED: FaultyKeyStore = FaultyKeyStore { at_once: false };
+    const AT_ONCE: FaultyKeyStore = FaultyKeyStore { at_once: true };
+
+    /// The answer for `key_id`, or `None` for the key whose lookup hangs.
+    fn answer(key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
         match key_id {
-            KEY_ID => Ok(Some(Secret::from(SECRET))),
-            "error-key" => Err(KeyStoreError::new("connection refused by db-7")),
-            "hang-key" => std::future::pending().await,
+            KEY_ID => Some(Ok(Some(Secret::from(SECRET)))),
+            "error-key" => Some(Err(KeyStoreError::new("connection refused by db-7"))),
+            "hang-key" => None,
             "panic-key" => panic!("the key store panicked (on purpose, in a test)"),
-            _ => Ok(None),
+            _ => Some(Ok(None)),
         }
     }
 }
 
-/// Records in a moka store, except for the nonces that ask it to error, hang or panic.
-struct FaultyReplayStore(MokaReplayStore);
+#[armor_psk::async_trait]
+impl KeyStore for FaultyKeyStore {
+    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+        match FaultyKeyStore::answer(key_id) {
+            Some(answer) => answer,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
+        self.at_once
+            .then(|| FaultyKeyStore::answer(key_id))
+            .flatten()
+    }
+}
+
+/// Records in a moka store, except for the nonces that ask it to error, hang or panic; with
+/// `at_once`, through `record_now` too (but for the hanging nonce).
+struct FaultyReplayStore {
+    store: MokaReplayStore,
+    at_once: bool,
+}
+
+impl FaultyReplayStore {
+    /// The outcome for `request`, or `None` for the nonce whose record hangs.
+    fn answer(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        match request.nonce {
+            "error" => Some(Err(ReplayStoreError::Unavailable("redis is down".into()))),
+            "hang" => None,
+            "panic" => panic!("the replay store panicked (on purpose, in a test)"),
+            _ => self.store.record_now(request),
+        }
+    }
+}
 
 #[armor_psk::async_trait]
 impl ReplayStore for FaultyReplayStore {
     async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
-        match request.nonce {
-            "error" => Err(ReplayStoreError::Unavailable("redis is down".into())),
-            "hang" => std::future::pending().await,
-            "panic" => panic!("the replay store panicked (on purpose, in a test)"),
-            _ => self.0.record(request).await,
+        match self.answer(request) {
+            Some(outcome) => outcome,
+            None => std::future::pending().await,
         }
+    }
+
+    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        self.at_once.then(|| self.answer(request)).flatten()
     }
 }
 
@@ -197,23 +239,25 @@ async fn expect_ok(app: &Router, request: Request) {
 #[tokio::test(start_paused = true)]
 async fn a_key_store_that_errors_hangs_or_panics_costs_one_request_a_503() {
     let timeout = Duration::from_millis(50);
-    let app = router(layer(FaultyKeyStore).store_timeout(timeout));
-    for (round, key_id) in ["error-key", "hang-key", "panic-key"].iter().enumerate() {
-        let started = tokio::time::Instant::now();
-        let body = expect(&app, get(key_id, "n"), 503, "key_store_unavailable").await;
-        // The store's own error is logged, never sent.
-        assert!(!body.to_string().contains("db-7"), "{body}");
-        if *key_id == "hang-key" {
-            assert!(started.elapsed() >= timeout);
+    for keys in [FaultyKeyStore::AWAITED, FaultyKeyStore::AT_ONCE] {
+        let app = router(layer(keys).store_timeout(timeout));
+        for (round, key_id) in ["error-key", "hang-key", "panic-key"].iter().enumerate() {
+            let started = tokio::time::Instant::now();
+            let body = expect(&app, get(key_id, "n"), 503, "key_store_unavailable").await;
+            // The store's own error is logged, never sent.
+            assert!(!body.to_string().contains("db-7"), "{body}");
+            if *key_id == "hang-key" {
+                assert!(started.elapsed() >= timeout);
+            }
+            // The same service keeps serving.
+            expect_ok(&app, get(KEY_ID, &format!("after-{round}"))).await;
         }
-        // The same service keeps serving.
-        expect_ok(&app, get(KEY_ID, &format!("after-{round}"))).await;
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_key_store_is_cut_off_at_the_default_five_seconds() {
-    let app = router(layer(FaultyKeyStore));
+    let app = router(layer(FaultyKeyStore::AWAITED));
     let started = tokio::time::Instant::now();
     expect(&app, get("hang-key", "n"), 503, "key_store_unavailable").await;
     assert!(started.elapsed() >= Duration::from_secs(5));
@@ -221,16 +265,26 @@ async fn a_hanging_key_store_is_cut_off_at_the_default_five_seconds() {
 
 #[tokio::test(start_paused = true)]
 async fn a_replay_store_that_errors_hangs_or_panics_costs_one_request_a_503() {
-    let store = FaultyReplayStore(MokaReplayStore::default());
-    let app = router(
-        layer(FaultyKeyStore)
-            .replay_store(store)
-            .store_timeout(Duration::from_millis(50)),
-    );
-    for nonce in ["error", "hang", "panic"] {
-        let body = expect(&app, get(KEY_ID, nonce), 503, "nonce_store_unavailable").await;
-        assert!(!body.to_string().contains("redis"), "{body}");
-        expect_ok(&app, get(KEY_ID, &format!("after-{nonce}"))).await;
+    // Every mix of stores that answer at once and stores that are awaited.
+    for keys in [FaultyKeyStore::AWAITED, FaultyKeyStore::AT_ONCE] {
+        for at_once in [false, true] {
+            let store = FaultyReplayStore {
+                store: MokaReplayStore::default(),
+                at_once,
+            };
+            let app = router(
+                layer(keys)
+                    .replay_store(store)
+                    .store_timeout(Duration::from_millis(50)),
+            );
+            for nonce in ["error", "hang", "panic"] {
+                let body = expect(&app, get(KEY_ID, nonce), 503, "nonce_store_unavailable").await;
+                assert!(!body.to_string().contains("redis"), "{body}");
+                let after = format!("after-{nonce}");
+                expect_ok(&app, get(KEY_ID, &after)).await;
+                expect(&app, get(KEY_ID, &after), 401, "replayed_nonce").await;
+            }
+        }
     }
 }
 
@@ -277,7 +331,7 @@ fn post(nonce: &str, body_bytes: &[u8], body: Body) -> Request {
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_body_gets_408_after_the_default_ten_seconds() {
-    let app = router(layer(FaultyKeyStore));
+    let app = router(layer(FaultyKeyStore::AWAITED));
     let started = tokio::time::Instant::now();
     let body = expect(
         &app,
@@ -297,7 +351,7 @@ async fn a_stalled_body_gets_408_after_the_default_ten_seconds() {
 #[tokio::test(start_paused = true)]
 async fn the_body_timeout_is_configurable_and_bounds_the_whole_body() {
     // Five bytes, one a second: each arrives well within any idle timeout, the whole in 4 s.
-    let strict = router(layer(FaultyKeyStore).body_timeout(Duration::from_secs(2)));
+    let strict = router(layer(FaultyKeyStore::AWAITED).body_timeout(Duration::from_secs(2)));
     let started = tokio::time::Instant::now();
     let body = expect(
         &strict,
@@ -313,7 +367,7 @@ async fn the_body_timeout_is_configurable_and_bounds_the_whole_body() {
         .contains("2 seconds"));
 
     // The default (10 s) lets the same body through, and the signature holds over its chunks.
-    let default = router(layer(FaultyKeyStore));
+    let default = router(layer(FaultyKeyStore::AWAITED));
     let request = post("slow", b"aaaaa", trickle(5, Duration::from_secs(1), false));
     let response = default.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -323,7 +377,7 @@ async fn the_body_timeout_is_configurable_and_bounds_the_whole_body() {
 
 #[tokio::test]
 async fn a_body_that_fails_midway_gets_400_body_read_failed() {
-    let app = router(layer(FaultyKeyStore));
+    let app = router(layer(FaultyKeyStore::AWAITED));
     let frames: Vec<Result<Bytes, std::io::Error>> = vec![
         Ok(Bytes::from_static(b"half")),
         Err(std::io::Error::new(
@@ -470,8 +524,11 @@ fn unix_now() -> i64 {
 #[tokio::test]
 async fn over_tcp_store_faults_cost_one_request_not_the_connection() {
     let address = serve(
-        VerifyPskLayer::new(FaultyKeyStore)
-            .replay_store(FaultyReplayStore(MokaReplayStore::default()))
+        VerifyPskLayer::new(FaultyKeyStore::AT_ONCE)
+            .replay_store(FaultyReplayStore {
+                store: MokaReplayStore::default(),
+                at_once: true,
+            })
             .store_timeout(Duration::from_millis(100)),
     )
     .await;
@@ -509,8 +566,10 @@ async fn over_tcp_store_faults_cost_one_request_not_the_connection() {
 
 #[tokio::test]
 async fn over_tcp_a_slow_body_gets_408_and_the_server_keeps_serving() {
-    let address =
-        serve(VerifyPskLayer::new(FaultyKeyStore).body_timeout(Duration::from_millis(300))).await;
+    let address = serve(
+        VerifyPskLayer::new(FaultyKeyStore::AT_ONCE).body_timeout(Duration::from_millis(300)),
+    )
+    .await;
     let header = Signer::new(KEY_ID, SECRET)
         .unwrap()
         .authorization(&Method::POST, "/x", b"0123456789")
@@ -534,7 +593,7 @@ async fn over_tcp_a_slow_body_gets_408_and_the_server_keeps_serving() {
 
 #[tokio::test]
 async fn over_tcp_a_64_kib_authorization_header_gets_400() {
-    let address = serve(VerifyPskLayer::new(FaultyKeyStore)).await;
+    let address = serve(VerifyPskLayer::new(FaultyKeyStore::AT_ONCE)).await;
     let mut stream = BufReader::new(TcpStream::connect(address).await.unwrap());
     let request = format!(
         "GET /x HTTP/1.1\r\nhost: test\r\nauthorization: ARMOR-PSK {}\r\n\r\n",
@@ -561,7 +620,7 @@ async fn over_tcp_a_64_kib_authorization_header_gets_400() {
 
 #[tokio::test]
 async fn over_tcp_a_body_shorter_than_its_content_length_gets_400_and_a_clean_close() {
-    let address = serve(VerifyPskLayer::new(FaultyKeyStore)).await;
+    let address = serve(VerifyPskLayer::new(FaultyKeyStore::AT_ONCE)).await;
     let header = Signer::new(KEY_ID, SECRET)
         .unwrap()
         .authorization(&Method::POST, "/x", b"0123456789")

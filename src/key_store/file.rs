@@ -193,6 +193,10 @@ impl KeyStore for FileKeyStore {
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
         Ok(self.find(key_id, DEFAULT_SCHEME))
     }
+
+    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
+        Some(Ok(self.find(key_id, DEFAULT_SCHEME)))
+    }
 }
 
 /// The keys of a [`FileKeyStore`] that may sign with one scheme; see
@@ -207,6 +211,10 @@ pub struct SchemeKeys {
 impl KeyStore for SchemeKeys {
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
         Ok(self.store.find(key_id, &self.scheme))
+    }
+
+    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
+        Some(Ok(self.store.find(key_id, &self.scheme)))
     }
 }
 

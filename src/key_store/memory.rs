@@ -70,6 +70,10 @@ impl KeyStore for MemoryKeyStore {
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
         Ok(self.keys.get(key_id).cloned())
     }
+
+    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
+        Some(Ok(self.keys.get(key_id).cloned()))
+    }
 }
 
 /// Builds a [`MemoryKeyStore`].

@@ -41,6 +41,18 @@ pub use secret::Secret;
 pub trait KeyStore: Send + Sync + 'static {
     /// The secret of `key_id`, or `None` when there is no such active key.
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError>;
+
+    /// The answer [`lookup`](KeyStore::lookup) would give, when the store has it at hand
+    /// (an in-memory store); `None` when it would have to wait, and the verifier awaits
+    /// `lookup` instead.
+    ///
+    /// A request whose stores both answer at once is verified inside the service's `call`,
+    /// with no future allocated. Defaults to `None`. An implementation must not block, and
+    /// must agree with `lookup`.
+    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
+        let _ = key_id;
+        None
+    }
 }
 
 /// A key store could not answer.
@@ -64,11 +76,19 @@ impl<T: KeyStore + ?Sized> KeyStore for Arc<T> {
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
         (**self).lookup(key_id).await
     }
+
+    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
+        (**self).lookup_now(key_id)
+    }
 }
 
 #[async_trait]
 impl KeyStore for Box<dyn KeyStore> {
     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
         (**self).lookup(key_id).await
+    }
+
+    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
+        (**self).lookup_now(key_id)
     }
 }

@@ -1,10 +1,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use async_trait::async_trait;
-
-use super::keys::{self, KeyHashing, NonceKeys, Padded};
-use super::{Recorded, ReplayRecord, ReplayStore, ReplayStoreError};
+use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded};
+use super::ReplayRecord;
 
 /// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
 ///
@@ -230,12 +228,6 @@ fn stored_second(unix: i64) -> u32 {
     unix.clamp(1, i64::from(u32::MAX)) as u32
 }
 
-enum Insert {
-    Inserted,
-    Present,
-    Full,
-}
-
 impl Default for CompactReplayStore {
     fn default() -> Self {
         CompactReplayStore::builder().build()
@@ -294,7 +286,7 @@ impl CompactReplayStore {
     /// Inserts `key` unless a live entry holds it. Atomic per key (under its shard's lock).
     /// When the store looks full, sweeps every shard (once per clock second), collects the
     /// shards' reserves, and tries again.
-    fn insert(&self, key: Key, expires: u32, now: u32) -> Insert {
+    fn insert_key(&self, key: Key, expires: u32, now: u32) -> Insert {
         let mut outcome = self.try_insert(key, expires, now);
         if matches!(outcome, Insert::Full) {
             self.sweep_all(now);
@@ -355,7 +347,7 @@ impl CompactReplayStore {
     }
 
     /// Removes `key` if it still holds the entry this request put there.
-    fn remove(&self, key: Key, expires: u32) {
+    fn remove_key(&self, key: Key, expires: u32) {
         let inner = &*self.inner;
         let mut shard = self.lock_for(key);
         let table = &mut shard.table;
@@ -416,12 +408,6 @@ impl CompactReplayStore {
             Err(_) => 0,
         }
     }
-
-    fn full(&self) -> ReplayStoreError {
-        ReplayStoreError::Full {
-            capacity: self.inner.capacity,
-        }
-    }
 }
 
 impl Shard {
@@ -455,34 +441,34 @@ impl Shard {
     }
 }
 
-#[async_trait]
-impl ReplayStore for CompactReplayStore {
-    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
-        let now = stored_second(request.now);
+impl KeyTable for CompactReplayStore {
+    /// The entry's last live second and the clock second of the request.
+    type Entry = (u32, u32);
+
+    fn entry(&self, request: &ReplayRecord<'_>) -> (u32, u32) {
         // Never before `now`: a record that expired on arrival is still remembered a second.
         let expires = stored_second(request.expires_at.max(request.now));
-        let mac_key = Key::from(keys::mac_key(request.mac));
-        match self.insert(mac_key, expires, now) {
-            Insert::Inserted => {}
-            Insert::Present => return Ok(Recorded::ReplayedMac),
-            Insert::Full => return Err(self.full()),
-        }
-        if request.unique_nonce {
-            let nonce_key = Key::from(self.inner.nonce_keys.key(request.key_id, request.nonce));
-            let refused = match self.insert(nonce_key, expires, now) {
-                Insert::Inserted => None,
-                Insert::Present => Some(Ok(Recorded::ReplayedNonce)),
-                Insert::Full => Some(Err(self.full())),
-            };
-            if let Some(refused) = refused {
-                // Nothing of a refused request stays.
-                self.remove(mac_key, expires);
-                return refused;
-            }
-        }
-        Ok(Recorded::Fresh)
+        (expires, stored_second(request.now))
+    }
+
+    fn insert(&self, key: u128, (expires, now): (u32, u32)) -> Insert {
+        self.insert_key(Key::from(key), expires, now)
+    }
+
+    fn remove(&self, key: u128, (expires, _): (u32, u32)) {
+        self.remove_key(Key::from(key), expires);
+    }
+
+    fn nonce_keys(&self) -> &NonceKeys {
+        &self.inner.nonce_keys
+    }
+
+    fn capacity(&self) -> u64 {
+        self.inner.capacity
     }
 }
+
+keys::replay_store_at_once!(CompactReplayStore);
 
 /// Builds a [`CompactReplayStore`].
 #[derive(Debug, Clone)]
@@ -547,6 +533,7 @@ fn shard_count(capacity: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::conformance::{self, TestStore};
+    use super::super::{Recorded, ReplayStore, ReplayStoreError};
     use super::*;
 
     impl TestStore for CompactReplayStore {

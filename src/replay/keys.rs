@@ -1,9 +1,95 @@
-//! The compact keys both in-memory stores remember, and the hashing that places them.
+//! The compact keys both in-memory stores remember, the hashing that places them, and the two
+//! rules over them.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
+use super::{Recorded, ReplayRecord, ReplayStoreError};
 use crate::psk::MAC_LEN;
+
+/// What an in-memory store does with one 128-bit key; [`record_in`] applies the two rules
+/// with it.
+pub(super) trait KeyTable {
+    /// What the store keeps beside a key, made once per request.
+    type Entry: Copy;
+
+    /// The entry for `request`'s keys.
+    fn entry(&self, request: &ReplayRecord<'_>) -> Self::Entry;
+
+    /// Inserts `key` unless a live entry holds it; atomic per key.
+    fn insert(&self, key: u128, entry: Self::Entry) -> Insert;
+
+    /// Removes `key`, which this request's `entry` was just inserted under.
+    fn remove(&self, key: u128, entry: Self::Entry);
+
+    /// Makes rule 2's keys.
+    fn nonce_keys(&self) -> &NonceKeys;
+
+    /// The hard limit on live entries.
+    fn capacity(&self) -> u64;
+}
+
+/// The outcome of [`KeyTable::insert`].
+pub(super) enum Insert {
+    Inserted,
+    Present,
+    Full,
+}
+
+/// Records `request` in `table` under rule 1 and, when it applies, rule 2; nothing of a
+/// refused request stays.
+pub(super) fn record_in<T: KeyTable>(
+    table: &T,
+    request: &ReplayRecord<'_>,
+) -> Result<Recorded, ReplayStoreError> {
+    let entry = table.entry(request);
+    let full = || ReplayStoreError::Full {
+        capacity: table.capacity(),
+    };
+    let mac_key = mac_key(request.mac);
+    match table.insert(mac_key, entry) {
+        Insert::Inserted => {}
+        Insert::Present => return Ok(Recorded::ReplayedMac),
+        Insert::Full => return Err(full()),
+    }
+    if request.unique_nonce {
+        let nonce_key = table.nonce_keys().key(request.key_id, request.nonce);
+        let refused = match table.insert(nonce_key, entry) {
+            Insert::Inserted => None,
+            Insert::Present => Some(Ok(Recorded::ReplayedNonce)),
+            Insert::Full => Some(Err(full())),
+        };
+        if let Some(refused) = refused {
+            table.remove(mac_key, entry);
+            return refused;
+        }
+    }
+    Ok(Recorded::Fresh)
+}
+
+/// Implements [`ReplayStore`](super::ReplayStore) for a [`KeyTable`] store, which answers at
+/// once whether it is awaited or not.
+macro_rules! replay_store_at_once {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::replay::ReplayStore for $store {
+            async fn record(
+                &self,
+                request: &$crate::replay::ReplayRecord<'_>,
+            ) -> Result<$crate::replay::Recorded, $crate::replay::ReplayStoreError> {
+                $crate::replay::keys::record_in(self, request)
+            }
+
+            fn record_now(
+                &self,
+                request: &$crate::replay::ReplayRecord<'_>,
+            ) -> Option<Result<$crate::replay::Recorded, $crate::replay::ReplayStoreError>> {
+                Some($crate::replay::keys::record_in(self, request))
+            }
+        }
+    };
+}
+pub(super) use replay_store_at_once;
 
 /// The top bit of a key: set for a nonce key, clear for a MAC key, so the two never meet.
 const NONCE_KEY: u128 = 1 << 127;

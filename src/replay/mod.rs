@@ -122,6 +122,17 @@ pub trait ReplayStore: Send + Sync + 'static {
     /// Records `request` unless an earlier accepted request shares its MAC or (when
     /// [`ReplayRecord::unique_nonce`] is set) its key id and nonce.
     async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError>;
+
+    /// What [`record`](ReplayStore::record) would do, done now, when the store can without
+    /// waiting (an in-memory store); `None` when it would have to wait, and the verifier
+    /// awaits `record` instead (nothing is recorded then).
+    ///
+    /// Defaults to `None`. An implementation must not block, and follows the same rules as
+    /// `record`.
+    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        let _ = request;
+        None
+    }
 }
 
 #[async_trait]
@@ -129,11 +140,19 @@ impl<T: ReplayStore + ?Sized> ReplayStore for std::sync::Arc<T> {
     async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
         (**self).record(request).await
     }
+
+    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        (**self).record_now(request)
+    }
 }
 
 #[async_trait]
 impl ReplayStore for Box<dyn ReplayStore> {
     async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
         (**self).record(request).await
+    }
+
+    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        (**self).record_now(request)
     }
 }

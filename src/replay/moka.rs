@@ -2,12 +2,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::keys::{self, KeyHashing, NonceKeys, Padded};
-use super::{Recorded, ReplayRecord, ReplayStore, ReplayStoreError};
+use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded};
+use super::ReplayRecord;
 
 /// Requests per second the default capacity is sized for.
 const DEFAULT_RATE: u64 = 1_000;
@@ -52,8 +51,9 @@ pub struct MokaReplayStore {
 struct Inner {
     /// Hashed with one multiply rather than SipHash: the keys are uniform already.
     cache: Cache<u128, Expiring, KeyHashing>,
-    /// Entries inserted and not yet removed (moka's own count lags behind).
-    live: Arc<AtomicU64>,
+    /// An upper bound on the entries moka holds: counted in on insert, and set to moka's own
+    /// count when the store looks full (see [`MokaReplayStore::reconcile`]).
+    live: AtomicU64,
     capacity: u64,
     nonce_keys: NonceKeys,
     /// Picks a key's stripe, with seeds of its own.
@@ -62,7 +62,7 @@ struct Inner {
 }
 
 #[derive(Clone, Copy)]
-struct Expiring {
+pub(super) struct Expiring {
     /// The last Unix second the entry must be remembered.
     expires_at: i64,
     /// Seconds moka keeps it: from insertion to the end of `expires_at`.
@@ -115,19 +115,18 @@ impl MokaReplayStore {
         self.inner.capacity
     }
 
-    /// Entries inserted and not yet removed. Expired entries count until moka's housekeeping
-    /// removes them, which a full store runs before refusing a request.
+    /// An upper bound on the live entries: entries are counted in as they are inserted, and
+    /// the count is set to moka's own (expired entries removed) when the store looks full.
     pub fn live_entries(&self) -> u64 {
         self.inner.live.load(Ordering::Acquire)
     }
 
     /// Inserts `key` unless a live entry holds it. Atomic per key. When the store looks full,
-    /// runs moka's housekeeping once (expired entries are counted out only when it removes
-    /// them) and tries again.
-    fn insert(&self, key: u128, entry: Expiring, now: i64) -> Insert {
+    /// counts its entries again (see [`MokaReplayStore::reconcile`]) and tries again.
+    fn insert_key(&self, key: u128, entry: Expiring, now: i64) -> Insert {
         match self.try_insert(key, entry, now) {
             Insert::Full => {
-                self.inner.cache.run_pending_tasks();
+                self.reconcile();
                 self.try_insert(key, entry, now)
             }
             done => done,
@@ -141,22 +140,22 @@ impl MokaReplayStore {
         // allocation) per call, more than the lookup and insert themselves: a plain lookup and
         // insert under a striped lock is atomic per key at a fraction of that. Moka makes an
         // insert visible to lookups before it returns.
-        let _stripe = inner.stripes[stripe]
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if inner
-            .cache
-            .get(&key)
-            .is_some_and(|existing| existing.expires_at >= now)
+        let _stripe = lock(&inner.stripes[stripe].0);
+        // `contains_key` first: unlike `get`, it records no read for moka's housekeeping, and
+        // nearly every key is new.
+        if inner.cache.contains_key(&key)
+            && inner
+                .cache
+                .get(&key)
+                .is_some_and(|existing| existing.expires_at >= now)
         {
             return Insert::Present;
         }
         if !self.claim_slot() {
             return Insert::Full;
         }
-        // Replacing an expired entry of the same key: the eviction listener counts the old
-        // one out.
+        // Replacing an expired entry of the same key counts it twice until the next
+        // reconciling: the count stays an upper bound.
         inner.cache.insert(key, entry);
         Insert::Inserted
     }
@@ -172,50 +171,60 @@ impl MokaReplayStore {
             .is_ok()
     }
 
-    fn full(&self) -> ReplayStoreError {
-        ReplayStoreError::Full {
-            capacity: self.inner.capacity,
-        }
+    /// Sets the count of live entries to moka's own, once its housekeeping has applied every
+    /// pending write and removed the expired entries.
+    ///
+    /// Counting removals as they happen would take an eviction listener, and with one moka
+    /// locks every key it inserts or removes (about a third of a record's cost). Instead the
+    /// count only goes up, until the store looks full: then, with every stripe held (so that no
+    /// insert is under way between moka's count and ours), it is set to moka's.
+    fn reconcile(&self) {
+        let inner = &*self.inner;
+        let _stripes: Vec<_> = inner.stripes.iter().map(|stripe| lock(&stripe.0)).collect();
+        inner.cache.run_pending_tasks();
+        inner
+            .live
+            .store(inner.cache.entry_count(), Ordering::Release);
     }
 }
 
-enum Insert {
-    Inserted,
-    Present,
-    Full,
+fn lock(stripe: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    stripe.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[async_trait]
-impl ReplayStore for MokaReplayStore {
-    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+impl KeyTable for MokaReplayStore {
+    /// The entry, and the verifier's clock second for the request.
+    type Entry = (Expiring, i64);
+
+    fn entry(&self, request: &ReplayRecord<'_>) -> (Expiring, i64) {
         let entry = Expiring {
             expires_at: request.expires_at,
             ttl_secs: u64::try_from(request.expires_at.saturating_sub(request.now))
                 .unwrap_or(0)
                 .saturating_add(1),
         };
-        let mac_key = keys::mac_key(request.mac);
-        match self.insert(mac_key, entry, request.now) {
-            Insert::Inserted => {}
-            Insert::Present => return Ok(Recorded::ReplayedMac),
-            Insert::Full => return Err(self.full()),
-        }
-        if request.unique_nonce {
-            let nonce_key = self.inner.nonce_keys.key(request.key_id, request.nonce);
-            let refused = match self.insert(nonce_key, entry, request.now) {
-                Insert::Inserted => None,
-                Insert::Present => Some(Ok(Recorded::ReplayedNonce)),
-                Insert::Full => Some(Err(self.full())),
-            };
-            if let Some(refused) = refused {
-                // Nothing of a refused request stays; the eviction listener counts it out.
-                self.inner.cache.invalidate(&mac_key);
-                return refused;
-            }
-        }
-        Ok(Recorded::Fresh)
+        (entry, request.now)
+    }
+
+    fn insert(&self, key: u128, (entry, now): (Expiring, i64)) -> Insert {
+        self.insert_key(key, entry, now)
+    }
+
+    /// Counted out at the next reconciling.
+    fn remove(&self, key: u128, _: (Expiring, i64)) {
+        self.inner.cache.invalidate(&key);
+    }
+
+    fn nonce_keys(&self) -> &NonceKeys {
+        &self.inner.nonce_keys
+    }
+
+    fn capacity(&self) -> u64 {
+        self.inner.capacity
     }
 }
+
+keys::replay_store_at_once!(MokaReplayStore);
 
 /// Builds a [`MokaReplayStore`].
 #[derive(Debug, Clone)]
@@ -241,18 +250,13 @@ impl MokaReplayStoreBuilder {
 
     /// The store.
     pub fn build(self) -> MokaReplayStore {
-        let live = Arc::new(AtomicU64::new(0));
-        let counted_out = Arc::clone(&live);
         let cache = Cache::builder()
             .expire_after(PerEntryExpiry)
-            .eviction_listener(move |_, _, _| {
-                counted_out.fetch_sub(1, Ordering::AcqRel);
-            })
             .build_with_hasher(KeyHashing::new());
         MokaReplayStore {
             inner: Arc::new(Inner {
                 cache,
-                live,
+                live: AtomicU64::new(0),
                 capacity: self.capacity,
                 nonce_keys: NonceKeys::new(),
                 stripe_hashing: KeyHashing::new(),
@@ -265,6 +269,7 @@ impl MokaReplayStoreBuilder {
 #[cfg(test)]
 mod tests {
     use super::super::conformance::{self, TestStore};
+    use super::super::{Recorded, ReplayStoreError};
     use super::*;
 
     impl TestStore for MokaReplayStore {
@@ -273,11 +278,64 @@ mod tests {
         }
 
         fn live_entries(&self) -> u64 {
-            // Removals are counted out by moka's eviction listener, in its housekeeping.
-            self.inner.cache.run_pending_tasks();
+            self.reconcile();
             MokaReplayStore::live_entries(self)
         }
     }
 
     conformance::suite!(MokaReplayStore);
+
+    const NOW: i64 = conformance::NOW;
+
+    fn record<'a>(mac: &'a [u8; 64], nonce: &'a str, expires_at: i64) -> ReplayRecord<'a> {
+        ReplayRecord::new("key", nonce, mac, expires_at, NOW)
+    }
+
+    #[test]
+    fn a_refused_requests_entry_is_counted_out_when_the_store_looks_full() {
+        let store = MokaReplayStore::builder().capacity(4).build();
+        let record_now = |record| keys::record_in(&store, &record);
+        let (a, b, c) = ([1u8; 64], [2u8; 64], [3u8; 64]);
+        assert!(matches!(
+            record_now(record(&a, "n1", NOW + 300)),
+            Ok(Recorded::Fresh)
+        ));
+        assert!(matches!(
+            record_now(record(&b, "n1", NOW + 300)),
+            Ok(Recorded::ReplayedNonce)
+        ));
+        // b's MAC entry went in and out: the count says 3 until it is reconciled.
+        assert_eq!(store.live_entries(), 3);
+        assert!(matches!(
+            record_now(record(&c, "n2", NOW + 300)),
+            Ok(Recorded::Fresh)
+        ));
+        assert_eq!(store.live_entries(), 4);
+        assert!(matches!(
+            record_now(record(&[4u8; 64], "n3", NOW + 300)),
+            Err(ReplayStoreError::Full { capacity: 4 })
+        ));
+    }
+
+    #[test]
+    fn a_full_store_takes_requests_again_once_its_entries_expired() {
+        let store = MokaReplayStore::builder().capacity(2).build();
+        // Expiring at `NOW`: moka keeps the entries one second.
+        let expiring = record(&[1u8; 64], "n1", NOW);
+        assert!(matches!(
+            keys::record_in(&store, &expiring),
+            Ok(Recorded::Fresh)
+        ));
+        let next = record(&[2u8; 64], "n2", NOW + 300);
+        assert!(matches!(
+            keys::record_in(&store, &next),
+            Err(ReplayStoreError::Full { capacity: 2 })
+        ));
+        std::thread::sleep(Duration::from_millis(1_100));
+        assert!(matches!(
+            keys::record_in(&store, &next),
+            Ok(Recorded::Fresh)
+        ));
+        assert_eq!(store.live_entries(), 2);
+    }
 }

@@ -1,4 +1,6 @@
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -11,8 +13,8 @@ use tower_service::Service;
 use super::body::{read_limited, VerifiedBody};
 use super::layer::{Config, VerifyLayer};
 use super::{ResponseFuture, Scheme};
-use crate::key_store::KeyStore;
-use crate::psk::ArmorPsk;
+use crate::key_store::{KeyStore, KeyStoreError, Secret};
+use crate::psk::{ArmorPsk, BodyForm};
 use crate::rejection::Rejection;
 use crate::replay::{Recorded, ReplayStoreError};
 
@@ -95,29 +97,96 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<Result<Response<ResBody>, S::Error>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let config = Arc::clone(&self.config);
+        let config = &self.config;
         let now = config.clock.now_unix();
         let claim = match config.scheme.check(request.headers(), now) {
             Ok(claim) => claim,
-            Err(rejection) => return ResponseFuture::refused(Ok(respond(&config, rejection))),
+            Err(rejection) => return ResponseFuture::refused(Ok(respond(config, rejection))),
+        };
+        let (parts, body) = request.into_parts();
+        let checking = if body.is_end_stream() {
+            // Nothing to wait for but, perhaps, the stores.
+            match verify_now(config, claim, parts, now) {
+                Now::Admitted(request) => return ResponseFuture::called(self.inner.call(request)),
+                Now::Refused(rejection) => {
+                    return ResponseFuture::refused(Ok(respond(config, rejection)))
+                }
+                Now::Wait(checking) => checking,
+            }
+        } else {
+            Box::pin(verify(Arc::clone(config), claim, parts, body))
         };
         // The service that was polled ready goes with this request; a fresh clone stays behind
         // (tower-service docs, "Be careful when cloning inner services").
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
-        let (parts, body) = request.into_parts();
         ResponseFuture::verifying(Box::pin(Verifying::Checking {
-            check: verify(Arc::clone(&config), claim, parts, body),
+            check: checking,
             inner,
-            config,
+            config: Arc::clone(config),
         }))
+    }
+}
+
+type Checking = Pin<Box<dyn Future<Output = Result<Request<VerifiedBody>, Rejection>> + Send>>;
+
+/// Where [`verify_now`] got to.
+// Returned by value and taken apart at once: boxing the request would cost the allocation
+// this path exists to avoid.
+#[allow(clippy::large_enum_variant)]
+enum Now {
+    /// Verified and recorded: the request for the inner service.
+    Admitted(Request<VerifiedBody>),
+    Refused(Rejection),
+    /// A store has to be awaited: the rest of the checks.
+    Wait(Checking),
+}
+
+/// The checks after the header for a request whose body has arrived (it has none left to
+/// read), done at once when the stores answer at once: no future is allocated then.
+fn verify_now<Sch: Scheme>(
+    config: &Arc<Config<Sch>>,
+    claim: Sch::Claim,
+    parts: http::request::Parts,
+    now: i64,
+) -> Now {
+    let scheme = &config.scheme;
+    let lookup = guarded_now(|| scheme.key_store(&claim).lookup_now(scheme.key_id(&claim)));
+    let secret = match lookup.map(|answer| secret_or_refusal(config, &claim, answer)) {
+        Some(Ok(secret)) => secret,
+        Some(Err(rejection)) => return Now::Refused(rejection),
+        None => {
+            let rest = verify(Arc::clone(config), claim, parts, VerifiedBody::default());
+            return Now::Wait(Box::pin(rest));
+        }
+    };
+    let mut body = VerifiedBody::default();
+    let form = match scheme.verify(&claim, &secret, &parts, &mut body) {
+        Ok(form) => form,
+        Err(rejection) => return Now::Refused(rejection),
+    };
+    // No time has passed since the header was checked: `now` still holds.
+    let recorded = match scheme.replay_record(&claim, now) {
+        Ok(Some(record)) => {
+            guarded_now(|| config.replay_store.record_now(&record)).map(record_outcome)
+        }
+        Ok(None) => Some(Ok(())),
+        Err(rejection) => Some(Err(rejection)),
+    };
+    match recorded {
+        Some(Ok(())) => Now::Admitted(admit(config, claim, form, parts, body)),
+        Some(Err(rejection)) => Now::Refused(rejection),
+        None => {
+            let rest = record_and_admit(Arc::clone(config), claim, form, parts, body, now);
+            Now::Wait(Box::pin(rest))
+        }
     }
 }
 
@@ -168,7 +237,7 @@ where
 async fn verify<Sch: Scheme, B>(
     config: Arc<Config<Sch>>,
     claim: Sch::Claim,
-    mut parts: http::request::Parts,
+    parts: http::request::Parts,
     body: B,
 ) -> Result<Request<VerifiedBody>, Rejection>
 where
@@ -181,18 +250,7 @@ where
         scheme.key_store(&claim).lookup(key_id)
     })
     .await;
-    let secret = match lookup {
-        Ok(Ok(Some(secret))) => secret,
-        Ok(Ok(None)) => return Err(scheme.unknown_key(&claim)),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, key_id, "key store lookup failed");
-            return Err(Rejection::KeyStoreUnavailable);
-        }
-        Err(fault) => {
-            tracing::error!(key_id, "key store lookup {fault}");
-            return Err(Rejection::KeyStoreUnavailable);
-        }
-    };
+    let secret = secret_or_refusal(&config, &claim, lookup)?;
 
     if declared_length(&parts.headers).is_some_and(|length| length > config.body_limit as u64) {
         return Err(Rejection::BodyTooLarge {
@@ -207,35 +265,86 @@ where
 
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
-    if let Some(record) = scheme.replay_record(&claim, config.clock.now_unix())? {
-        match guarded(config.store_timeout, || {
-            (*config.replay_store).record(&record)
-        })
-        .await
-        {
-            Ok(Ok(Recorded::Fresh)) => {}
-            Ok(Ok(_)) => return Err(Rejection::ReplayedNonce),
-            Ok(Err(ReplayStoreError::Full { capacity })) => {
-                tracing::warn!(capacity, "replay store is full: refusing requests");
-                return Err(Rejection::NonceStoreFull);
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "replay store failed");
-                return Err(Rejection::NonceStoreUnavailable);
-            }
-            Err(fault) => {
-                tracing::error!("replay store {fault}");
-                return Err(Rejection::NonceStoreUnavailable);
-            }
+    let now = config.clock.now_unix();
+    record_and_admit(config, claim, form, parts, body, now).await
+}
+
+/// Records the verified request against replays (at `now`), then hands it over.
+async fn record_and_admit<Sch: Scheme>(
+    config: Arc<Config<Sch>>,
+    claim: Sch::Claim,
+    form: BodyForm,
+    parts: http::request::Parts,
+    body: VerifiedBody,
+    now: i64,
+) -> Result<Request<VerifiedBody>, Rejection> {
+    if let Some(record) = config.scheme.replay_record(&claim, now)? {
+        let store = &*config.replay_store;
+        match guarded_now(|| store.record_now(&record)) {
+            Some(outcome) => record_outcome(outcome)?,
+            None => record_outcome(guarded(config.store_timeout, || store.record(&record)).await)?,
         }
     }
+    Ok(admit(&config, claim, form, parts, body))
+}
 
-    parts.extensions.insert(scheme.identity(claim, form));
+/// The secret a key store answered with, or the request's refusal.
+fn secret_or_refusal<Sch: Scheme>(
+    config: &Config<Sch>,
+    claim: &Sch::Claim,
+    lookup: Result<Result<Option<Secret>, KeyStoreError>, StoreFault>,
+) -> Result<Secret, Rejection> {
+    let key_id = config.scheme.key_id(claim);
+    match lookup {
+        Ok(Ok(Some(secret))) => Ok(secret),
+        Ok(Ok(None)) => Err(config.scheme.unknown_key(claim)),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, key_id, "key store lookup failed");
+            Err(Rejection::KeyStoreUnavailable)
+        }
+        Err(fault) => {
+            tracing::error!(key_id, "key store lookup {fault}");
+            Err(Rejection::KeyStoreUnavailable)
+        }
+    }
+}
+
+/// What a replay store's answer means for the request.
+fn record_outcome(
+    outcome: Result<Result<Recorded, ReplayStoreError>, StoreFault>,
+) -> Result<(), Rejection> {
+    match outcome {
+        Ok(Ok(Recorded::Fresh)) => Ok(()),
+        Ok(Ok(_)) => Err(Rejection::ReplayedNonce),
+        Ok(Err(ReplayStoreError::Full { capacity })) => {
+            tracing::warn!(capacity, "replay store is full: refusing requests");
+            Err(Rejection::NonceStoreFull)
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "replay store failed");
+            Err(Rejection::NonceStoreUnavailable)
+        }
+        Err(fault) => {
+            tracing::error!("replay store {fault}");
+            Err(Rejection::NonceStoreUnavailable)
+        }
+    }
+}
+
+/// The verified request, as the inner service gets it.
+fn admit<Sch: Scheme>(
+    config: &Config<Sch>,
+    claim: Sch::Claim,
+    form: BodyForm,
+    mut parts: http::request::Parts,
+    body: VerifiedBody,
+) -> Request<VerifiedBody> {
+    parts.extensions.insert(config.scheme.identity(claim, form));
     // hyper does not mark it: an inner layer that logs headers must not print the signature.
     if let Some(authorization) = parts.headers.get_mut(AUTHORIZATION) {
         authorization.set_sensitive(true);
     }
-    Ok(Request::from_parts(parts, body))
+    Request::from_parts(parts, body)
 }
 
 /// How a store call can fail besides its own error.
@@ -270,6 +379,15 @@ async fn guarded<F: std::future::Future>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(_panic)) => Err(StoreFault::Panicked),
         Err(TimedOut) => Err(StoreFault::TimedOut(timeout)),
+    }
+}
+
+/// A store call that answers at once, with a panic inside it turned into an error (as
+/// [`guarded`] does for the calls that are awaited).
+fn guarded_now<T>(call: impl FnOnce() -> Option<T>) -> Option<Result<T, StoreFault>> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(answer) => answer.map(Ok),
+        Err(_panic) => Some(Err(StoreFault::Panicked)),
     }
 }
 
