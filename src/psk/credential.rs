@@ -109,6 +109,15 @@ impl<'a> Credential<'a> {
     /// The scheme is matched case-insensitively and must be followed by one or more spaces;
     /// everything after them must be exactly `keyId:signature:nonce:timestamp`.
     pub fn parse(value: &'a str) -> Result<Self, MalformedCredential> {
+        match parse_well_formed(value) {
+            Some(credential) => Ok(credential),
+            None => Self::parse_fault(value),
+        }
+    }
+
+    /// [`Credential::parse`] step by step, so that a value that is not well formed gets the
+    /// name of its first fault.
+    fn parse_fault(value: &'a str) -> Result<Self, MalformedCredential> {
         if value.len() > MAX_HEADER_LEN {
             return Err(MalformedCredential::TooLong);
         }
@@ -240,17 +249,52 @@ fn decode_mac(signature: &str) -> Option<[u8; MAC_LEN]> {
     }
 }
 
-fn parse_timestamp(digits: &str) -> Option<i64> {
-    let bytes = digits.as_bytes();
-    let canonical = match bytes {
-        [] => false,
-        [b'0'] => true,
-        [first, rest @ ..] => (b'1'..=b'9').contains(first) && rest.iter().all(u8::is_ascii_digit),
-    };
-    if !canonical {
+/// The credential in `value` if it is well formed, in one pass over it; `None` for anything
+/// else, which [`Credential::parse_fault`] then names. Accepts exactly what that accepts.
+fn parse_well_formed(value: &str) -> Option<Credential<'_>> {
+    if value.len() > MAX_HEADER_LEN {
         return None;
     }
-    digits.parse().ok()
+    let (scheme, rest) = value.split_at_checked(SCHEME.len())?;
+    let spaces = rest.bytes().take_while(|&b| b == b' ').count();
+    if !scheme.eq_ignore_ascii_case(SCHEME) || spaces == 0 {
+        return None;
+    }
+    let (key_id, rest) = token(&rest[spaces..], MAX_KEY_ID_LEN)?;
+    let (signature, rest) = rest.split_at_checked(ENCODED_MAC_LEN)?;
+    let (nonce, timestamp) = token(rest.strip_prefix(':')?, MAX_NONCE_LEN)?;
+    Some(Credential {
+        key_id,
+        mac: decode_mac(signature)?,
+        nonce,
+        timestamp: parse_timestamp(timestamp)?,
+    })
+}
+
+/// A key id or nonce at the start of `text` (as [`check_token`] wants it) and what follows
+/// its `:`.
+fn token(text: &str, max: usize) -> Option<(&str, &str)> {
+    let end = text
+        .bytes()
+        .position(|b| !b.is_ascii_graphic() || b == b':')?;
+    if end == 0 || end > max || text.as_bytes()[end] != b':' {
+        return None;
+    }
+    // `end` and `end + 1` are boundaries: the bytes before and at `end` are ASCII.
+    Some((&text[..end], &text[end + 1..]))
+}
+
+/// Plain decimal digits, no leading zero, that fit in an `i64`.
+fn parse_timestamp(digits: &str) -> Option<i64> {
+    match digits.as_bytes() {
+        [] => None,
+        [b'0'] => Some(0),
+        [b'0', ..] => None,
+        bytes => bytes.iter().try_fold(0i64, |value, &b| {
+            let digit = b.checked_sub(b'0').filter(|digit| *digit <= 9)?;
+            value.checked_mul(10)?.checked_add(i64::from(digit))
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -263,6 +307,48 @@ mod tests {
 
     fn header(key_id: &str, signature: &str, nonce: &str, timestamp: &str) -> String {
         format!("ARMOR-PSK {key_id}:{signature}:{nonce}:{timestamp}")
+    }
+
+    /// Header values near a credential: each part valid or not, and sometimes a character
+    /// put in somewhere.
+    fn near_credentials() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let scheme = prop_oneof![
+            Just("ARMOR-PSK".to_owned()),
+            Just("armor-psk".to_owned()),
+            "[A-Za-z-]{0,10}"
+        ];
+        let spaces = prop_oneof![Just(" ".to_owned()), Just("   ".to_owned()), "[ \t]{0,2}"];
+        let key_id = prop_oneof![Just(KEY_ID.to_owned()), "[!-~]{0,8}", "k{250,260}"];
+        let signature = prop_oneof![Just(SIGNATURE.to_owned()), "[A-Za-z0-9+/=:]{86,90}"];
+        let nonce = prop_oneof![Just("8jbj872s2h".to_owned()), "[ -~é]{0,8}", "n{125,130}"];
+        let timestamp = prop_oneof![Just("1528140529".to_owned()), "[0-9+ -]{0,21}"];
+        let insert = proptest::option::of((any::<usize>(), any::<char>()));
+        (scheme, spaces, key_id, signature, nonce, timestamp, insert).prop_map(
+            |(scheme, spaces, key_id, signature, nonce, timestamp, insert)| {
+                let mut value = format!("{scheme}{spaces}{key_id}:{signature}:{nonce}:{timestamp}");
+                if let Some((at, extra)) = insert {
+                    let at = (0..=at % (value.len() + 1))
+                        .rev()
+                        .find(|at| value.is_char_boundary(*at))
+                        .unwrap_or(0);
+                    value.insert(at, extra);
+                }
+                value
+            },
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn the_one_pass_parser_accepts_exactly_what_the_step_by_step_one_does(
+            value in near_credentials()
+        ) {
+            let step_by_step = Credential::parse_fault(&value).ok();
+            proptest::prop_assert_eq!(parse_well_formed(&value), step_by_step);
+        }
     }
 
     #[test]

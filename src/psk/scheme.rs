@@ -13,7 +13,7 @@ use super::{
 use crate::key_store::{KeyStore, Secret};
 use crate::rejection::Rejection;
 use crate::replay::ReplayRecord;
-use crate::verify::{Scheme, VerifiedBody, VerifiedKey};
+use crate::verify::{KeyAndNonce, Scheme, VerifiedBody, VerifiedKey};
 
 /// The default allowed distance between a request's timestamp and the server's clock.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
@@ -79,8 +79,7 @@ impl fmt::Debug for ArmorPsk {
 /// What an ARMOR-PSK header claims, owned, once it has parsed and its timestamp is in the
 /// window. `Debug` leaves the MAC out: it is good until the timestamp leaves the window.
 pub struct PskClaim {
-    key_id: String,
-    nonce: String,
+    ids: KeyAndNonce,
     timestamp: i64,
     mac: [u8; MAC_LEN],
 }
@@ -88,8 +87,8 @@ pub struct PskClaim {
 impl fmt::Debug for PskClaim {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PskClaim")
-            .field("key_id", &self.key_id)
-            .field("nonce", &self.nonce)
+            .field("key_id", &self.ids.key_id())
+            .field("nonce", &self.ids.nonce())
             .field("timestamp", &self.timestamp)
             .field("mac", &"[redacted]")
             .finish()
@@ -121,15 +120,14 @@ impl Scheme for ArmorPsk {
             Credential::parse_bytes(value.as_bytes()).map_err(Rejection::MalformedCredentials)?;
         self.check_window(credential.timestamp(), now)?;
         Ok(PskClaim {
-            key_id: credential.key_id().to_owned(),
-            nonce: credential.nonce().to_owned(),
+            ids: KeyAndNonce::new(credential.key_id(), credential.nonce()),
             timestamp: credential.timestamp(),
             mac: *credential.mac(),
         })
     }
 
     fn key_id<'c>(&self, claim: &'c PskClaim) -> &'c str {
-        &claim.key_id
+        claim.ids.key_id()
     }
 
     fn key_store(&self, _: &PskClaim) -> &dyn KeyStore {
@@ -148,10 +146,10 @@ impl Scheme for ArmorPsk {
         body: &mut VerifiedBody,
     ) -> Result<BodyForm, Rejection> {
         let signing = SigningString {
-            key_id: &claim.key_id,
+            key_id: claim.ids.key_id(),
             method: parts.method.as_str(),
             path: signed_path(parts),
-            nonce: &claim.nonce,
+            nonce: claim.ids.nonce(),
             timestamp: claim.timestamp,
         };
         let forms = self.accepted_forms(!body.is_empty());
@@ -174,19 +172,19 @@ impl Scheme for ArmorPsk {
         // entry recorded now outlives every copy of the request that could still be accepted.
         self.check_window(claim.timestamp, now)?;
         let expires_at = claim.timestamp.saturating_add_unsigned(self.window_secs);
-        let record = ReplayRecord::new(&claim.key_id, &claim.nonce, &claim.mac, expires_at, now)
-            .unique_nonce(self.unique_nonce);
+        let record = ReplayRecord::new(
+            claim.ids.key_id(),
+            claim.ids.nonce(),
+            &claim.mac,
+            expires_at,
+            now,
+        )
+        .unique_nonce(self.unique_nonce);
         Ok(Some(record))
     }
 
     fn identity(&self, claim: PskClaim, form: BodyForm) -> VerifiedKey {
-        VerifiedKey::new(
-            super::SCHEME_NAME,
-            claim.key_id,
-            claim.nonce,
-            claim.timestamp,
-            form,
-        )
+        VerifiedKey::with_ids(super::SCHEME_NAME, claim.ids, claim.timestamp, form)
     }
 }
 

@@ -4,6 +4,8 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 
+use siphasher::sip128::{Hasher128, SipHasher13};
+
 use super::{Recorded, ReplayRecord, ReplayStoreError};
 use crate::psk::MAC_LEN;
 
@@ -104,23 +106,26 @@ pub(super) fn mac_key(mac: &[u8; MAC_LEN]) -> u128 {
 
 /// Rule 2's key: a keyed 128-bit hash of key id and nonce, top bit set.
 pub(super) struct NonceKeys {
-    /// Two independently keyed SipHash states: together a keyed 128-bit hash whose collisions
-    /// an outsider cannot aim for.
-    hashers: [RandomState; 2],
+    /// SipHash-1-3 with 128-bit output, under random keys: one pass over key id and nonce, and
+    /// collisions an outsider cannot aim for.
+    hasher: SipHasher13,
 }
 
 impl NonceKeys {
     pub(super) fn new() -> Self {
+        let state = RandomState::new();
         NonceKeys {
-            hashers: Default::default(),
+            hasher: SipHasher13::new_with_keys(state.hash_one(0u8), state.hash_one(1u8)),
         }
     }
 
     pub(super) fn key(&self, key_id: &str, nonce: &str) -> u128 {
-        let [low, high] = &self.hashers;
-        let low = low.hash_one((key_id, nonce));
-        let high = high.hash_one((key_id, nonce));
-        (u128::from(high) << 64 | u128::from(low)) | NONCE_KEY
+        let mut hasher = self.hasher;
+        // The key id's length first, so that no two (key id, nonce) pairs feed the same bytes.
+        hasher.write_usize(key_id.len());
+        hasher.write(key_id.as_bytes());
+        hasher.write(nonce.as_bytes());
+        u128::from(hasher.finish128()) | NONCE_KEY
     }
 }
 

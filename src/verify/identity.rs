@@ -13,13 +13,51 @@ use crate::psk::BodyForm;
 ///     format!("hello, {} (body form {})", key.key_id(), key.body_form())
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct VerifiedKey {
     scheme: &'static str,
-    key_id: String,
-    nonce: String,
+    ids: KeyAndNonce,
     timestamp: i64,
     body_form: BodyForm,
+}
+
+/// A key id and a nonce, in one allocation (the verifier makes one of these per request).
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct KeyAndNonce {
+    joined: String,
+    key_id_len: usize,
+}
+
+impl KeyAndNonce {
+    pub(crate) fn new(key_id: &str, nonce: &str) -> Self {
+        let mut joined = String::with_capacity(key_id.len() + nonce.len());
+        joined.push_str(key_id);
+        joined.push_str(nonce);
+        KeyAndNonce {
+            joined,
+            key_id_len: key_id.len(),
+        }
+    }
+
+    pub(crate) fn key_id(&self) -> &str {
+        &self.joined[..self.key_id_len]
+    }
+
+    pub(crate) fn nonce(&self) -> &str {
+        &self.joined[self.key_id_len..]
+    }
+}
+
+impl std::fmt::Debug for VerifiedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedKey")
+            .field("scheme", &self.scheme)
+            .field("key_id", &self.key_id())
+            .field("nonce", &self.nonce())
+            .field("timestamp", &self.timestamp)
+            .field("body_form", &self.body_form)
+            .finish()
+    }
 }
 
 impl VerifiedKey {
@@ -33,10 +71,22 @@ impl VerifiedKey {
         timestamp: i64,
         body_form: BodyForm,
     ) -> Self {
+        let key_id_len = key_id.len();
+        let mut joined = key_id;
+        joined.push_str(&nonce);
+        let ids = KeyAndNonce { joined, key_id_len };
+        VerifiedKey::with_ids(scheme, ids, timestamp, body_form)
+    }
+
+    pub(crate) fn with_ids(
+        scheme: &'static str,
+        ids: KeyAndNonce,
+        timestamp: i64,
+        body_form: BodyForm,
+    ) -> Self {
         VerifiedKey {
             scheme,
-            key_id,
-            nonce,
+            ids,
             timestamp,
             body_form,
         }
@@ -49,12 +99,12 @@ impl VerifiedKey {
 
     /// The API key id.
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        self.ids.key_id()
     }
 
     /// The request's nonce (empty for a scheme without one).
     pub fn nonce(&self) -> &str {
-        &self.nonce
+        self.ids.nonce()
     }
 
     /// The request's timestamp (its `Date` for `date-hmac`), in Unix seconds.

@@ -35,6 +35,7 @@ mod service;
 pub use body::VerifiedBody;
 pub use explain::SigningStringFor;
 pub use future::ResponseFuture;
+pub(crate) use identity::KeyAndNonce;
 pub use identity::VerifiedKey;
 pub use layer::{
     VerifyLayer, VerifyPskLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT, DEFAULT_STORE_TIMEOUT,
