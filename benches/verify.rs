@@ -17,7 +17,7 @@
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{BodyForm, BodyForms, Credential, SigningString};
@@ -31,7 +31,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use criterion::measurement::WallTime;
 use criterion::{
-    criterion_group, criterion_main, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+    criterion_group, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use hmac::{Hmac, Mac};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -198,72 +198,114 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-fn verify_small(c: &mut Criterion) {
-    let runtime = runtime();
-    let signer = signer();
+/// The floor of any verifier: decode the signature, one HMAC-SHA512 over the signing string
+/// from a precomputed keyed state, compare in constant time.
+struct Floor {
+    keyed: Hmac<Sha512>,
+}
 
-    // The floor: decode the signature, one HMAC-SHA512 over the signing string, compare.
-    let header = signer
-        .authorization_with(&Method::GET, PATH, b"", NONCE, TIMESTAMP)
-        .expect("signed");
-    let header = header.to_str().expect("ASCII").to_owned();
-    let signature = header
-        .split(':')
-        .nth(1)
-        .expect("a signature field")
-        .to_owned();
-    assert_eq!(signature.len(), 88);
-    let signing = SigningString {
-        key_id: KEY_ID,
-        method: "GET",
-        path: PATH,
-        nonce: NONCE,
-        timestamp: TIMESTAMP,
-    }
-    .to_text::<&[u8]>(BodyForm::Empty, &[]);
-    let keyed = Hmac::<Sha512>::new_from_slice(SECRET.as_bytes()).expect("any key length");
-    let floor = |signature: &str, signing: &str| {
+impl Floor {
+    fn verify(&self, signature: &str, signing: &str) -> bool {
         let mut decoded = [0u8; 66];
         let length = STANDARD
             .decode_slice(signature, &mut decoded)
             .expect("base64");
-        let mut mac = keyed.clone();
+        let mut mac = self.keyed.clone();
         mac.update(signing.as_bytes());
         mac.verify_slice(&decoded[..length]).is_ok()
+    }
+
+    /// The signature and signing string of a freshly signed `GET`.
+    fn input(signer: &Signer) -> (String, String) {
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let timestamp = TIMESTAMP;
+        let header = signer
+            .authorization_with(&Method::GET, PATH, b"", &nonce, timestamp)
+            .expect("signed");
+        let header = header.to_str().expect("ASCII");
+        let signature = header.split(':').nth(1).expect("a signature field");
+        assert_eq!(signature.len(), 88);
+        let signing = SigningString {
+            key_id: KEY_ID,
+            method: "GET",
+            path: PATH,
+            nonce: &nonce,
+            timestamp,
+        }
+        .to_text::<&[u8]>(BodyForm::Empty, &[]);
+        (signature.to_owned(), signing)
+    }
+}
+
+/// Everything `verify_small` compares.
+struct Contestants<S> {
+    floor: Floor,
+    hawk_sha512: Hawk,
+    hawk_sha256: Hawk,
+    /// The layer with a store that records nothing, `CompactReplayStore`, and the default
+    /// `MokaReplayStore`.
+    layers: [(&'static str, S); 3],
+}
+
+fn contestants(
+    runtime: &Runtime,
+    signer: &Signer,
+    replay_capacity: u64,
+) -> Contestants<impl Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>
+       + Clone> {
+    let floor = Floor {
+        keyed: Hmac::<Sha512>::new_from_slice(SECRET.as_bytes()).expect("any key length"),
     };
-    assert!(floor(&signature, &signing), "the floor does not verify");
+    let (signature, signing) = Floor::input(signer);
+    assert!(floor.verify(&signature, &signing), "the floor does not verify");
 
     let hawk_sha512 = Hawk::new(hawk::DigestAlgorithm::Sha512);
     let hawk_sha256 = Hawk::new(hawk::DigestAlgorithm::Sha256);
     assert!(hawk_sha512.verify(&hawk_sha512.header));
     assert!(hawk_sha256.verify(&hawk_sha256.header));
 
+    let compact = CompactReplayStore::builder()
+        .capacity(replay_capacity)
+        .build();
+    let moka = MokaReplayStore::builder().capacity(replay_capacity).build();
     let layers = [
         ("layer_null_store", layer_with(NullStore).layer(no_op())),
-        (
-            "layer_compact",
-            layer_with(
-                CompactReplayStore::builder()
-                    .capacity(REPLAY_CAPACITY)
-                    .build(),
-            )
-            .layer(no_op()),
-        ),
-        ("layer_moka", layer().layer(no_op())),
+        ("layer_compact", layer_with(compact).layer(no_op())),
+        ("layer_moka", layer_with(moka).layer(no_op())),
     ];
     for (_, service) in &layers {
-        assert_accepted(&runtime, service, signed_get(&signer));
+        assert_accepted(runtime, service, signed_get(signer));
     }
+    Contestants {
+        floor,
+        hawk_sha512,
+        hawk_sha256,
+        layers,
+    }
+}
+
+fn verify_small(c: &mut Criterion) {
+    let runtime = runtime();
+    let signer = signer();
+    let contestants = contestants(&runtime, &signer, REPLAY_CAPACITY);
+    let (signature, signing) = Floor::input(&signer);
 
     let mut group = c.benchmark_group("verify_small");
     short(&mut group);
     group.bench_function("floor", |b| {
-        b.iter(|| floor(black_box(&signature), black_box(&signing)))
+        b.iter(|| {
+            contestants
+                .floor
+                .verify(black_box(&signature), black_box(&signing))
+        })
     });
-    for (name, hawk) in [("hawk_sha512", &hawk_sha512), ("hawk_sha256", &hawk_sha256)] {
+    for (name, hawk) in [
+        ("hawk_sha512", &contestants.hawk_sha512),
+        ("hawk_sha256", &contestants.hawk_sha256),
+    ] {
         group.bench_function(name, |b| b.iter(|| hawk.verify(black_box(&hawk.header))));
     }
-    for (name, service) in &layers {
+    for (name, service) in &contestants.layers {
         group.bench_function(*name, |b| {
             b.to_async(&runtime).iter_batched(
                 || signed_get(&signer),
@@ -273,9 +315,110 @@ fn verify_small(c: &mut Criterion) {
         });
     }
     group.finish();
-    for (_, service) in &layers {
+    for (_, service) in &contestants.layers {
         assert_accepted(&runtime, service, signed_get(&signer));
     }
+}
+
+/// Rounds of the interleaved run, and requests each contestant verifies in a round.
+const ROUNDS: usize = 61;
+const BLOCK: usize = 2_000;
+
+/// `verify_small` again, with the contestants taking turns: criterion measures each bench in a
+/// stretch of time of its own, and on a shared machine a noisy stretch can fall on a layer and
+/// not on its floor. Here each of `ROUNDS` rounds times `BLOCK` requests of every contestant in
+/// turn (the order reversed every other round), and each figure is the median over the rounds
+/// of its time per request divided by the floor's in the same round. The stores have their
+/// default capacity (1,200,000 entries), as a server would. Runs unless a filter is given that
+/// does not match `verify_small/interleaved`.
+fn verify_small_interleaved() {
+    let runtime = runtime();
+    let signer = signer();
+    let contestants = contestants(&runtime, &signer, 1_200_000);
+    let names: Vec<&str> = ["floor", "hawk_sha512", "hawk_sha256"]
+        .into_iter()
+        .chain(contestants.layers.iter().map(|(name, _)| *name))
+        .collect();
+    // Nanoseconds per request, by contestant, by round.
+    let mut times = vec![Vec::with_capacity(ROUNDS); names.len()];
+    for round in 0..ROUNDS {
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for contestant in order {
+            let per_request = match contestant {
+                0 => {
+                    let inputs: Vec<_> = (0..BLOCK).map(|_| Floor::input(&signer)).collect();
+                    let started = Instant::now();
+                    let verified = inputs
+                        .iter()
+                        .filter(|(signature, signing)| {
+                            contestants.floor.verify(black_box(signature), black_box(signing))
+                        })
+                        .count();
+                    let elapsed = started.elapsed();
+                    assert_eq!(verified, BLOCK);
+                    elapsed
+                }
+                1 | 2 => {
+                    let hawk = [&contestants.hawk_sha512, &contestants.hawk_sha256][contestant - 1];
+                    let started = Instant::now();
+                    let verified = (0..BLOCK)
+                        .filter(|_| hawk.verify(black_box(&hawk.header)))
+                        .count();
+                    let elapsed = started.elapsed();
+                    assert_eq!(verified, BLOCK);
+                    elapsed
+                }
+                layer => {
+                    let service = &contestants.layers[layer - 3].1;
+                    let requests: Vec<_> = (0..BLOCK).map(|_| signed_get(&signer)).collect();
+                    let mut responses = Vec::with_capacity(BLOCK);
+                    let started = Instant::now();
+                    runtime.block_on(async {
+                        for request in requests {
+                            responses.push(service.clone().oneshot(request).await);
+                        }
+                    });
+                    let elapsed = started.elapsed();
+                    assert!(responses
+                        .iter()
+                        .all(|response| matches!(response, Ok(r) if r.status() == StatusCode::OK)));
+                    elapsed
+                }
+            };
+            times[contestant].push(per_request.as_secs_f64() * 1e9 / BLOCK as f64);
+        }
+    }
+    println!(
+        "verify_small/interleaved: {ROUNDS} rounds of {BLOCK} requests each; medians over the rounds"
+    );
+    println!(
+        "  {:<18} {:>10} {:>14} {:>22}",
+        "contestant", "ns/request", "ratio to floor", "ratio, 10th-90th pct"
+    );
+    for (index, name) in names.iter().enumerate() {
+        let mut ratios: Vec<f64> = times[index]
+            .iter()
+            .zip(&times[0])
+            .map(|(time, floor)| time / floor)
+            .collect();
+        let mut own = times[index].clone();
+        println!(
+            "  {:<18} {:>10.0} {:>14.2} {:>13.2} - {:.2}",
+            name,
+            percentile(&mut own, 50),
+            percentile(&mut ratios, 50),
+            percentile(&mut ratios, 10),
+            percentile(&mut ratios, 90),
+        );
+    }
+}
+
+fn percentile(values: &mut [f64], percent: usize) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[(values.len() - 1) * percent / 100]
 }
 
 fn verify_body(c: &mut Criterion) {
@@ -329,4 +472,14 @@ fn verify_body(c: &mut Criterion) {
 }
 
 criterion_group!(benches, parse, verify_small, verify_body);
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    let filter = std::env::args()
+        .skip(1)
+        .find(|arg| !arg.starts_with('-') && arg != "bench");
+    if filter.map_or(true, |filter| "verify_small/interleaved".contains(filter.as_str())) {
+        verify_small_interleaved();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
