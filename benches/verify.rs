@@ -30,9 +30,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use criterion::measurement::WallTime;
-use criterion::{
-    criterion_group, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
-};
+use criterion::{criterion_group, BatchSize, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use hmac::{Hmac, Mac};
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
@@ -205,6 +203,8 @@ struct Floor {
 }
 
 impl Floor {
+    // Never inlined, so that callgrind can count it by name (`verify_small/callgrind`).
+    #[inline(never)]
     fn verify(&self, signature: &str, signing: &str) -> bool {
         let mut decoded = [0u8; 66];
         let length = STANDARD
@@ -251,13 +251,17 @@ fn contestants(
     runtime: &Runtime,
     signer: &Signer,
     replay_capacity: u64,
-) -> Contestants<impl Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible>
-       + Clone> {
+) -> Contestants<
+    impl Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
+> {
     let floor = Floor {
         keyed: Hmac::<Sha512>::new_from_slice(SECRET.as_bytes()).expect("any key length"),
     };
     let (signature, signing) = Floor::input(signer);
-    assert!(floor.verify(&signature, &signing), "the floor does not verify");
+    assert!(
+        floor.verify(&signature, &signing),
+        "the floor does not verify"
+    );
 
     let hawk_sha512 = Hawk::new(hawk::DigestAlgorithm::Sha512);
     let hawk_sha256 = Hawk::new(hawk::DigestAlgorithm::Sha256);
@@ -320,95 +324,45 @@ fn verify_small(c: &mut Criterion) {
     }
 }
 
-/// Rounds of the interleaved run, and requests each contestant verifies in a round.
-const ROUNDS: usize = 61;
-const BLOCK: usize = 2_000;
+/// One contestant of an interleaved run: given `n`, prepares `n` fresh inputs (untimed), and
+/// returns how long it took to verify them.
+type Contestant<'a> = (&'static str, Box<dyn FnMut(usize) -> Duration + 'a>);
 
-/// `verify_small` again, with the contestants taking turns: criterion measures each bench in a
-/// stretch of time of its own, and on a shared machine a noisy stretch can fall on a layer and
-/// not on its floor. Here each of `ROUNDS` rounds times `BLOCK` requests of every contestant in
-/// turn (the order reversed every other round), and each figure is the median over the rounds
-/// of its time per request divided by the floor's in the same round. The stores have their
-/// default capacity (1,200,000 entries), as a server would. Runs unless a filter is given that
-/// does not match `verify_small/interleaved`.
-fn verify_small_interleaved() {
-    let runtime = runtime();
-    let signer = signer();
-    let contestants = contestants(&runtime, &signer, 1_200_000);
-    let names: Vec<&str> = ["floor", "hawk_sha512", "hawk_sha256"]
-        .into_iter()
-        .chain(contestants.layers.iter().map(|(name, _)| *name))
-        .collect();
-    // Nanoseconds per request, by contestant, by round.
-    let mut times = vec![Vec::with_capacity(ROUNDS); names.len()];
-    for round in 0..ROUNDS {
-        let mut order: Vec<usize> = (0..names.len()).collect();
+/// Runs `contestants` in turn, `block` inputs each, for `rounds` rounds (the order reversed
+/// every other round), and prints each one's median time per input and its median ratio to
+/// the first contestant (the floor) in the same round.
+///
+/// criterion measures each bench in a stretch of time of its own, and on a shared machine a
+/// noisy stretch can fall on a layer and not on its floor; taking turns in short blocks puts
+/// the noise on both sides of each ratio.
+fn interleave(title: &str, rounds: usize, block: usize, contestants: &mut [Contestant<'_>]) {
+    // Nanoseconds per input, by contestant, by round.
+    let mut times = vec![Vec::with_capacity(rounds); contestants.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..contestants.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
-        for contestant in order {
-            let per_request = match contestant {
-                0 => {
-                    let inputs: Vec<_> = (0..BLOCK).map(|_| Floor::input(&signer)).collect();
-                    let started = Instant::now();
-                    let verified = inputs
-                        .iter()
-                        .filter(|(signature, signing)| {
-                            contestants.floor.verify(black_box(signature), black_box(signing))
-                        })
-                        .count();
-                    let elapsed = started.elapsed();
-                    assert_eq!(verified, BLOCK);
-                    elapsed
-                }
-                1 | 2 => {
-                    let hawk = [&contestants.hawk_sha512, &contestants.hawk_sha256][contestant - 1];
-                    let started = Instant::now();
-                    let verified = (0..BLOCK)
-                        .filter(|_| hawk.verify(black_box(&hawk.header)))
-                        .count();
-                    let elapsed = started.elapsed();
-                    assert_eq!(verified, BLOCK);
-                    elapsed
-                }
-                layer => {
-                    let service = &contestants.layers[layer - 3].1;
-                    let requests: Vec<_> = (0..BLOCK).map(|_| signed_get(&signer)).collect();
-                    let mut responses = Vec::with_capacity(BLOCK);
-                    let started = Instant::now();
-                    runtime.block_on(async {
-                        for request in requests {
-                            responses.push(service.clone().oneshot(request).await);
-                        }
-                    });
-                    let elapsed = started.elapsed();
-                    assert!(responses
-                        .iter()
-                        .all(|response| matches!(response, Ok(r) if r.status() == StatusCode::OK)));
-                    elapsed
-                }
-            };
-            times[contestant].push(per_request.as_secs_f64() * 1e9 / BLOCK as f64);
+        for index in order {
+            let elapsed = (contestants[index].1)(block);
+            times[index].push(elapsed.as_secs_f64() * 1e9 / block as f64);
         }
     }
+    println!("{title}: {rounds} rounds of {block} each, interleaved; medians over the rounds");
     println!(
-        "verify_small/interleaved: {ROUNDS} rounds of {BLOCK} requests each; medians over the rounds"
-    );
-    println!(
-        "  {:<18} {:>10} {:>14} {:>22}",
+        "  {:<28} {:>12} {:>14} {:>22}",
         "contestant", "ns/request", "ratio to floor", "ratio, 10th-90th pct"
     );
-    for (index, name) in names.iter().enumerate() {
+    for (index, (name, _)) in contestants.iter().enumerate() {
         let mut ratios: Vec<f64> = times[index]
             .iter()
             .zip(&times[0])
             .map(|(time, floor)| time / floor)
             .collect();
-        let mut own = times[index].clone();
         println!(
-            "  {:<18} {:>10.0} {:>14.2} {:>13.2} - {:.2}",
+            "  {:<28} {:>12.0} {:>14.2} {:>13.2} - {:.2}",
             name,
-            percentile(&mut own, 50),
+            percentile(&mut times[index], 50),
             percentile(&mut ratios, 50),
             percentile(&mut ratios, 10),
             percentile(&mut ratios, 90),
@@ -416,30 +370,224 @@ fn verify_small_interleaved() {
     }
 }
 
+/// Times `requests` through `service`, and checks that every one was accepted.
+fn time_layer<S, B>(runtime: &Runtime, service: &S, requests: Vec<Request<B>>) -> Duration
+where
+    S: Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
+{
+    let mut responses = Vec::with_capacity(requests.len());
+    let started = Instant::now();
+    runtime.block_on(async {
+        for request in requests {
+            responses.push(service.clone().oneshot(request).await);
+        }
+    });
+    let elapsed = started.elapsed();
+    assert!(responses
+        .iter()
+        .all(|response| matches!(response, Ok(r) if r.status() == StatusCode::OK)));
+    elapsed
+}
+
+/// `verify_small`, interleaved (see [`interleave`]), with the stores at their default
+/// capacity (1,200,000 entries), as a server would have them.
+fn verify_small_interleaved() {
+    let runtime = runtime();
+    let signer = signer();
+    let contestants = contestants(&runtime, &signer, 1_200_000);
+    let floor = |n: usize| {
+        let inputs: Vec<_> = (0..n).map(|_| Floor::input(&signer)).collect();
+        let started = Instant::now();
+        let verified = inputs
+            .iter()
+            .filter(|(signature, signing)| {
+                contestants
+                    .floor
+                    .verify(black_box(signature), black_box(signing))
+            })
+            .count();
+        let elapsed = started.elapsed();
+        assert_eq!(verified, n);
+        elapsed
+    };
+    let hawk = |hawk: &'static str| {
+        let hawk = match hawk {
+            "sha512" => &contestants.hawk_sha512,
+            _ => &contestants.hawk_sha256,
+        };
+        move |n: usize| {
+            let started = Instant::now();
+            let verified = (0..n)
+                .filter(|_| hawk.verify(black_box(&hawk.header)))
+                .count();
+            let elapsed = started.elapsed();
+            assert_eq!(verified, n);
+            elapsed
+        }
+    };
+    let mut timed: Vec<Contestant<'_>> = vec![
+        ("floor", Box::new(floor)),
+        ("hawk_sha512", Box::new(hawk("sha512"))),
+        ("hawk_sha256", Box::new(hawk("sha256"))),
+    ];
+    for (name, service) in &contestants.layers {
+        let (runtime, signer) = (&runtime, &signer);
+        timed.push((
+            name,
+            Box::new(move |n: usize| {
+                let requests = (0..n).map(|_| signed_get(signer)).collect();
+                time_layer(runtime, service, requests)
+            }),
+        ));
+    }
+    interleave("verify_small/interleaved", 61, 2_000, &mut timed);
+}
+
+/// `verify_body`, interleaved (see [`interleave`]), at 64 KiB and 1 MiB.
+fn verify_body_interleaved() {
+    let runtime = runtime();
+    let layers = body_layers();
+    for (label, size, block) in [("64KiB", 64 * 1024, 100), ("1MiB", 1024 * 1024, 8)] {
+        let body = body_of(size);
+        let (runtime, body) = (&runtime, &body);
+        let floor = move |n: usize| {
+            let started = Instant::now();
+            (0..n).for_each(|_| {
+                black_box(Sha512::digest(black_box(body)));
+            });
+            started.elapsed()
+        };
+        let layer = |service, signer| {
+            move |n: usize| {
+                let requests = (0..n).map(|_| signed_post(signer, body)).collect();
+                time_layer(runtime, service, requests)
+            }
+        };
+        let mut timed: Vec<Contestant<'_>> = vec![
+            ("sha512_floor", Box::new(floor)),
+            (
+                "layer_digest_only",
+                Box::new(layer(&layers.digest_only, &layers.digest_signer)),
+            ),
+            (
+                "layer_all_forms_signed_raw",
+                Box::new(layer(&layers.all_forms, &layers.raw_signer)),
+            ),
+        ];
+        interleave(
+            &format!("verify_body/{label}/interleaved"),
+            31,
+            block,
+            &mut timed,
+        );
+    }
+}
+
+/// Requests each `verify_small/callgrind/…` run sends.
+const CALLGRIND_REQUESTS: usize = 20_000;
+
+/// `verify_small/callgrind/{floor,layer_null_store,layer_compact,layer_moka}`: one contestant
+/// verifies `CALLGRIND_REQUESTS` fresh requests, untimed, for valgrind to count the
+/// instructions (the same on a quiet machine and a busy one). Only with that exact filter:
+///
+/// ```text
+/// valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*Oneshot*poll*' \
+///     target/release/deps/verify-… --bench verify_small/callgrind/layer_compact
+/// valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*Floor*verify*' \
+///     target/release/deps/verify-… --bench verify_small/callgrind/floor
+/// ```
+///
+/// and divide the instructions collected by `CALLGRIND_REQUESTS`.
+fn verify_small_callgrind(contestant: &str) {
+    let runtime = runtime();
+    let signer = signer();
+    let contestants = contestants(&runtime, &signer, 1_200_000);
+    if contestant == "floor" {
+        let inputs: Vec<_> = (0..CALLGRIND_REQUESTS)
+            .map(|_| Floor::input(&signer))
+            .collect();
+        let verified = inputs
+            .iter()
+            .filter(|(signature, signing)| contestants.floor.verify(signature, signing))
+            .count();
+        assert_eq!(verified, CALLGRIND_REQUESTS);
+        return;
+    }
+    let Some((_, service)) = contestants
+        .layers
+        .iter()
+        .find(|(name, _)| *name == contestant)
+    else {
+        panic!("no contestant named {contestant}");
+    };
+    let requests: Vec<_> = (0..CALLGRIND_REQUESTS)
+        .map(|_| signed_get(&signer))
+        .collect();
+    let accepted = runtime.block_on(async {
+        let mut accepted = 0;
+        for request in requests {
+            let response = service.clone().oneshot(request).await;
+            accepted += usize::from(matches!(response, Ok(r) if r.status() == StatusCode::OK));
+        }
+        accepted
+    });
+    assert_eq!(accepted, CALLGRIND_REQUESTS);
+}
+
 fn percentile(values: &mut [f64], percent: usize) -> f64 {
     values.sort_by(f64::total_cmp);
     values[(values.len() - 1) * percent / 100]
 }
 
+/// A JSON-ish body of `size` bytes.
+fn body_of(size: usize) -> Bytes {
+    Bytes::from(
+        (0..size)
+            .map(|i| b"{\"armor\": \"psk\"}\n"[i % 17])
+            .collect::<Vec<u8>>(),
+    )
+}
+
+/// What `verify_body` compares besides the floor: the layer with only the digest form, and
+/// with every form while the client signs `raw`.
+struct BodyLayers<S> {
+    digest_signer: Signer,
+    raw_signer: Signer,
+    digest_only: S,
+    all_forms: S,
+}
+
+fn body_layers() -> BodyLayers<
+    impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
+> {
+    BodyLayers {
+        digest_signer: signer(),
+        raw_signer: signer().body_form(BodyForm::Raw),
+        digest_only: layer()
+            .body_forms(BodyForms::only(BodyForm::Digest))
+            .layer(no_op()),
+        all_forms: layer().layer(no_op()),
+    }
+}
+
 fn verify_body(c: &mut Criterion) {
     let runtime = runtime();
-    let digest_signer = signer();
-    let raw_signer = signer().body_form(BodyForm::Raw);
-    let digest_only = layer()
-        .body_forms(BodyForms::only(BodyForm::Digest))
-        .layer(no_op());
-    let all_forms = layer().layer(no_op());
+    let layers = body_layers();
 
     let mut group = c.benchmark_group("verify_body");
     short(&mut group);
     for (label, size) in [("1KiB", 1024), ("64KiB", 64 * 1024), ("1MiB", 1024 * 1024)] {
-        let body = Bytes::from(
-            (0..size)
-                .map(|i| b"{\"armor\": \"psk\"}\n"[i % 17])
-                .collect::<Vec<u8>>(),
+        let body = body_of(size);
+        assert_accepted(
+            &runtime,
+            &layers.digest_only,
+            signed_post(&layers.digest_signer, &body),
         );
-        assert_accepted(&runtime, &digest_only, signed_post(&digest_signer, &body));
-        assert_accepted(&runtime, &all_forms, signed_post(&raw_signer, &body));
+        assert_accepted(
+            &runtime,
+            &layers.all_forms,
+            signed_post(&layers.raw_signer, &body),
+        );
 
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("sha512_floor", label), &body, |b, body| {
@@ -450,8 +598,8 @@ fn verify_body(c: &mut Criterion) {
             &body,
             |b, body| {
                 b.to_async(&runtime).iter_batched(
-                    || signed_post(&digest_signer, body),
-                    |request| digest_only.clone().oneshot(request),
+                    || signed_post(&layers.digest_signer, body),
+                    |request| layers.digest_only.clone().oneshot(request),
                     BatchSize::SmallInput,
                 )
             },
@@ -461,8 +609,8 @@ fn verify_body(c: &mut Criterion) {
             &body,
             |b, body| {
                 b.to_async(&runtime).iter_batched(
-                    || signed_post(&raw_signer, body),
-                    |request| all_forms.clone().oneshot(request),
+                    || signed_post(&layers.raw_signer, body),
+                    |request| layers.all_forms.clone().oneshot(request),
                     BatchSize::SmallInput,
                 )
             },
@@ -474,12 +622,27 @@ fn verify_body(c: &mut Criterion) {
 criterion_group!(benches, parse, verify_small, verify_body);
 
 fn main() {
-    benches();
     let filter = std::env::args()
         .skip(1)
         .find(|arg| !arg.starts_with('-') && arg != "bench");
-    if filter.map_or(true, |filter| "verify_small/interleaved".contains(filter.as_str())) {
+    if let Some(contestant) = filter
+        .as_deref()
+        .and_then(|filter| filter.strip_prefix("verify_small/callgrind/"))
+    {
+        verify_small_callgrind(contestant);
+        return;
+    }
+    benches();
+    let wanted = |name: &str| {
+        filter
+            .as_deref()
+            .map_or(true, |filter| name.contains(filter))
+    };
+    if wanted("verify_small/interleaved") {
         verify_small_interleaved();
+    }
+    if wanted("verify_body/interleaved") {
+        verify_body_interleaved();
     }
     Criterion::default().configure_from_args().final_summary();
 }

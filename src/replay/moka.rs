@@ -27,7 +27,9 @@ const DEFAULT_LIFETIME_SECS: u64 = 600;
 /// The capacity is a hard limit on live entries. When it is reached, new requests are refused
 /// with 503 `nonce_store_full` until entries expire: evicting a live entry would open a replay
 /// hole. The default, 1,200,000 entries, holds 1,000 requests a second for the 600 seconds an
-/// entry can live under the default window (both rules), about 420 MB at full occupancy.
+/// entry can live under the default window (both rules), about 420 MB at full occupancy. The
+/// store counts entries in as it inserts them and, when the count reaches the capacity, sets it
+/// to moka's own count of the entries still held (expired ones removed) before it refuses.
 ///
 /// Entries expire on moka's monotonic clock, with a lifetime taken from the verifier's clock
 /// when they are inserted. If the wall clock is stepped back by some seconds, an entry can
