@@ -354,7 +354,8 @@ fn interleave(title: &str, rounds: usize, block: usize, contestants: &mut [Conte
         "contestant", "ns/request", "ratio to floor", "ratio, 10th-90th pct"
     );
     for (index, (name, _)) in contestants.iter().enumerate() {
-        let mut ratios: Vec<f64> = times[index]
+        // Each round's time against the floor's in the same round.
+        let ratios: Vec<f64> = times[index]
             .iter()
             .zip(&times[0])
             .map(|(time, floor)| time / floor)
@@ -362,10 +363,10 @@ fn interleave(title: &str, rounds: usize, block: usize, contestants: &mut [Conte
         println!(
             "  {:<28} {:>12.0} {:>14.2} {:>13.2} - {:.2}",
             name,
-            percentile(&mut times[index], 50),
-            percentile(&mut ratios, 50),
-            percentile(&mut ratios, 10),
-            percentile(&mut ratios, 90),
+            percentile(&times[index], 50),
+            percentile(&ratios, 50),
+            percentile(&ratios, 10),
+            percentile(&ratios, 90),
         );
     }
 }
@@ -534,9 +535,11 @@ fn verify_small_callgrind(contestant: &str) {
     assert_eq!(accepted, CALLGRIND_REQUESTS);
 }
 
-fn percentile(values: &mut [f64], percent: usize) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[(values.len() - 1) * percent / 100]
+/// The `percent`th percentile of `values` (which stay in their order).
+fn percentile(values: &[f64], percent: usize) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[(sorted.len() - 1) * percent / 100]
 }
 
 /// A JSON-ish body of `size` bytes.

@@ -17,7 +17,9 @@ use std::time::Duration;
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::{KeyStore, KeyStoreError, MemoryKeyStore};
 use armor_psk::psk::{Credential, MalformedCredential};
-use armor_psk::replay::{MokaReplayStore, Recorded, ReplayRecord, ReplayStore, ReplayStoreError};
+use armor_psk::replay::{
+    CompactReplayStore, MokaReplayStore, Recorded, ReplayRecord, ReplayStore, ReplayStoreError,
+};
 use armor_psk::{Rejection, Secret, Signer, VerifiedKey, VerifyPskLayer};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -90,6 +92,9 @@ fn allocated_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 // --- Stores that misbehave on demand. ---------------------------------------------------------
 
+/// `SECRET`, made once: its keyed HMAC state is then computed once, as a real store's is.
+static SECRET_KEY: std::sync::LazyLock<Secret> = std::sync::LazyLock::new(|| Secret::from(SECRET));
+
 /// Answers for `KEY_ID`; errors, hangs or panics for the key ids that say so. `AT_ONCE` also
 /// answers through `lookup_now` (the verifier's path that allocates no future) for every key
 /// but the hanging one, which it leaves to `lookup`; `AWAITED` answers through `lookup` only.
@@ -105,7 +110,7 @@ impl FaultyKeyStore {
     /// The answer for `key_id`, or `None` for the key whose lookup hangs.
     fn answer(key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
         match key_id {
-            KEY_ID => Some(Ok(Some(Secret::from(SECRET)))),
+            KEY_ID => Some(Ok(Some(SECRET_KEY.clone()))),
             "error-key" => Some(Err(KeyStoreError::new("connection refused by db-7"))),
             "hang-key" => None,
             "panic-key" => panic!("the key store panicked (on purpose, in a test)"),
@@ -297,6 +302,39 @@ async fn a_key_store_that_panics_before_returning_its_future_gets_a_503() {
     let (status, body) = outcome.expect("the key store's panic escaped the verifier");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "key_store_unavailable");
+}
+
+// --- The path without a future. ----------------------------------------------------------------
+
+/// Bytes allocated while a verified `GET` goes through the service: `call` and one poll.
+async fn allocated_for_a_get(keys: FaultyKeyStore, nonce: &str) -> usize {
+    let inner = tower::service_fn(|_: http::Request<armor_psk::verify::VerifiedBody>| async {
+        Ok::<_, Infallible>(http::Response::new(Full::<Bytes>::default()))
+    });
+    let store = CompactReplayStore::builder().capacity(1_000).build();
+    let mut service = layer(keys).replay_store(store).layer(inner);
+    // A first request warms what is made once (the key's HMAC state, lazily built statics).
+    let warm_up = get(KEY_ID, &format!("{nonce}-warm-up"));
+    let response = tower::ServiceExt::<Request>::oneshot(&mut service, warm_up).await;
+    assert_eq!(response.unwrap().status(), StatusCode::OK);
+    let request = get(KEY_ID, nonce);
+    let ready = tower::ServiceExt::<Request>::ready(&mut service)
+        .await
+        .unwrap();
+    let (response, bytes) = allocated_during(|| ready.call(request).now_or_never());
+    let response = response.expect("answered on the first poll").unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    bytes
+}
+
+#[tokio::test]
+async fn a_get_whose_stores_answer_at_once_is_verified_without_a_future() {
+    let at_once = allocated_for_a_get(FaultyKeyStore::AT_ONCE, "at-once").await;
+    let awaited = allocated_for_a_get(FaultyKeyStore::AWAITED, "awaited").await;
+    // The identity and the extensions map that holds it, nothing more: the awaited path
+    // allocates its future (the request's parts, the claim, the inner service) on top.
+    assert!(at_once < 400, "{at_once} bytes");
+    assert!(awaited > at_once + 400, "{awaited} against {at_once} bytes");
 }
 
 // --- Bodies that arrive too slowly, or not at all. -------------------------------------------

@@ -8,7 +8,7 @@ use std::time::Duration;
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::{FileKeyStore, KeyStore, KeyStoreError, MemoryKeyStore};
 use armor_psk::psk::{BodyForm, BodyForms};
-use armor_psk::replay::MokaReplayStore;
+use armor_psk::replay::{MokaReplayStore, Recorded, ReplayRecord, ReplayStore, ReplayStoreError};
 use armor_psk::{Rejection, Secret, Signer, VerifiedKey, VerifyPskLayer};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -323,6 +323,72 @@ async fn a_replay_is_refused_and_the_nonce_rule_can_be_relaxed() {
     expect_refusal(&relaxed, with_header("/a", header), 401, "replayed_nonce").await;
 }
 
+/// A store that answers only when awaited: it does not forward `lookup_now`/`record_now`, so
+/// the verifier takes its awaited path.
+struct Awaited<T>(T);
+
+#[armor_psk::async_trait]
+impl<T: KeyStore> KeyStore for Awaited<T> {
+    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
+        self.0.lookup(key_id).await
+    }
+}
+
+#[armor_psk::async_trait]
+impl<T: ReplayStore> ReplayStore for Awaited<T> {
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        self.0.record(request).await
+    }
+}
+
+#[tokio::test]
+async fn stores_that_answer_at_once_or_only_when_awaited_give_the_same_answers() {
+    let clock = ManualClock::new(NOW);
+    let layers = [
+        ("both at once", VerifyPskLayer::new(keys())),
+        (
+            "keys awaited",
+            VerifyPskLayer::new(Awaited(keys())).replay_store(MokaReplayStore::default()),
+        ),
+        (
+            "record awaited",
+            VerifyPskLayer::new(keys()).replay_store(Awaited(MokaReplayStore::default())),
+        ),
+        (
+            "both awaited",
+            VerifyPskLayer::new(Awaited(keys())).replay_store(Awaited(MokaReplayStore::default())),
+        ),
+    ];
+    for (stores, layer) in layers {
+        let app = router(layer.clock(clock.clone()));
+        let (status, _, body) = send(&app, signed_at(NOW, "n1")).await;
+        assert_eq!(status, StatusCode::OK, "{stores}: {body}");
+        assert_eq!(body["nonce"], "n1", "{stores}");
+        // The same request again (same MAC), and a new one reusing the nonce.
+        expect_refusal(&app, signed_at(NOW, "n1"), 401, "replayed_nonce").await;
+        expect_refusal(&app, signed_at(NOW + 1, "n1"), 401, "replayed_nonce").await;
+        let forged = signed_at(NOW, "n2")
+            .headers()
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace(KEY_ID, "unknown-key");
+        let request = with_header("/accounts/2", HeaderValue::from_str(&forged).unwrap());
+        expect_refusal(&app, request, 401, "unknown_key").await;
+        let tampered = with_header(
+            "/accounts/3",
+            signed_at(NOW, "n3").headers()["authorization"].clone(),
+        );
+        expect_refusal(&app, tampered, 401, "bad_signature").await;
+        // A refused request was not recorded: its nonce is still free.
+        let (status, _, _) = send(&app, signed_at(NOW, "n3")).await;
+        assert_eq!(status, StatusCode::OK, "{stores}");
+        let (status, _, _) = send(&app, signed(Method::POST, "/x", "{}", &signer())).await;
+        assert_eq!(status, StatusCode::OK, "{stores}");
+    }
+}
+
 #[tokio::test]
 async fn a_boundary_shift_is_a_replay() {
     // "/accounts/2" + nonce "3f9c" signs the same bytes as "/accounts/23" + nonce "f9c".
@@ -414,6 +480,13 @@ async fn the_body_limit_holds_with_and_without_content_length() {
         .headers_mut()
         .insert("content-length", HeaderValue::from_static("1000000"));
     expect_refusal(&app, declared, 413, "body_too_large").await;
+    // The same declared length on a body that has already ended (checked on the path that
+    // verifies at once, too).
+    let mut empty = signed_at(NOW, "declared-empty");
+    empty
+        .headers_mut()
+        .insert("content-length", HeaderValue::from_static("1000000"));
+    expect_refusal(&app, empty, 413, "body_too_large").await;
 
     // Streamed without a length, in chunks.
     let header = signer

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,8 @@ struct Inner {
     /// An upper bound on the entries moka holds: counted in on insert, and set to moka's own
     /// count when the store looks full (see [`MokaReplayStore::reconcile`]).
     live: AtomicU64,
+    /// The clock second of the last reconciling.
+    reconciled_at: AtomicI64,
     capacity: u64,
     nonce_keys: NonceKeys,
     /// Picks a key's stripe, with seeds of its own.
@@ -124,10 +126,11 @@ impl MokaReplayStore {
     }
 
     /// Inserts `key` unless a live entry holds it. Atomic per key. When the store looks full,
-    /// counts its entries again (see [`MokaReplayStore::reconcile`]) and tries again.
+    /// counts its entries again (see [`MokaReplayStore::reconcile`]; at most once per clock
+    /// second) and tries again.
     fn insert_key(&self, key: u128, entry: Expiring, now: i64) -> Insert {
         match self.try_insert(key, entry, now) {
-            Insert::Full => {
+            Insert::Full if self.inner.reconciled_at.swap(now, Ordering::AcqRel) != now => {
                 self.reconcile();
                 self.try_insert(key, entry, now)
             }
@@ -179,7 +182,9 @@ impl MokaReplayStore {
     /// Counting removals as they happen would take an eviction listener, and with one moka
     /// locks every key it inserts or removes (about a third of a record's cost). Instead the
     /// count only goes up, until the store looks full: then, with every stripe held (so that no
-    /// insert is under way between moka's count and ours), it is set to moka's.
+    /// insert is under way between moka's count and ours), it is set to moka's. That stops every
+    /// insert for a moment, so a full store does it at most once per clock second, and refuses
+    /// the other requests of that second at once.
     fn reconcile(&self) {
         let inner = &*self.inner;
         let _stripes: Vec<_> = inner.stripes.iter().map(|stripe| lock(&stripe.0)).collect();
@@ -259,6 +264,7 @@ impl MokaReplayStoreBuilder {
             inner: Arc::new(Inner {
                 cache,
                 live: AtomicU64::new(0),
+                reconciled_at: AtomicI64::new(i64::MIN),
                 capacity: self.capacity,
                 nonce_keys: NonceKeys::new(),
                 stripe_hashing: KeyHashing::new(),
@@ -320,6 +326,38 @@ mod tests {
     }
 
     #[test]
+    fn threads_filling_the_store_never_pass_its_capacity() {
+        let store = MokaReplayStore::builder().capacity(1_000).build();
+        let accepted: usize = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4u8)
+                .map(|thread| {
+                    let store = &store;
+                    scope.spawn(move || {
+                        let fresh = |i: u32| {
+                            let mut mac = [thread; 64];
+                            mac[1..5].copy_from_slice(&i.to_le_bytes());
+                            let nonce = format!("{thread}-{i}");
+                            let recorded = keys::record_in(store, &record(&mac, &nonce, NOW + 300));
+                            matches!(recorded, Ok(Recorded::Fresh))
+                        };
+                        (0..1_000).filter(|i| fresh(*i)).count()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .map(|thread| thread.join().unwrap())
+                .sum()
+        });
+        // Two entries a request.
+        assert!(accepted <= 500, "{accepted} requests accepted");
+        assert!(accepted > 0);
+        store.inner.cache.run_pending_tasks();
+        assert!(store.inner.cache.entry_count() <= 1_000);
+        assert!(store.live_entries() >= store.inner.cache.entry_count());
+    }
+
+    #[test]
     fn a_full_store_takes_requests_again_once_its_entries_expired() {
         let store = MokaReplayStore::builder().capacity(2).build();
         // Expiring at `NOW`: moka keeps the entries one second.
@@ -334,8 +372,10 @@ mod tests {
             Err(ReplayStoreError::Full { capacity: 2 })
         ));
         std::thread::sleep(Duration::from_millis(1_100));
+        // A second later on the verifier's clock too: the store counts its entries again.
+        let a_second_later = ReplayRecord::new("key", "n2", &[2u8; 64], NOW + 300, NOW + 1);
         assert!(matches!(
-            keys::record_in(&store, &next),
+            keys::record_in(&store, &a_second_later),
             Ok(Recorded::Fresh)
         ));
         assert_eq!(store.live_entries(), 2);

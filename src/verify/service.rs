@@ -1,10 +1,10 @@
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH};
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
@@ -118,10 +118,10 @@ where
                 Now::Refused(rejection) => {
                     return ResponseFuture::refused(Ok(respond(config, rejection)))
                 }
-                Now::Wait(checking) => checking,
+                Now::Wait(rest) => Either::Right(rest),
             }
         } else {
-            Box::pin(verify(Arc::clone(config), claim, parts, body))
+            Either::Left(verify(Arc::clone(config), claim, parts, body))
         };
         // The service that was polled ready goes with this request; a fresh clone stays behind
         // (tower-service docs, "Be careful when cloning inner services").
@@ -135,18 +135,17 @@ where
     }
 }
 
-type Checking = Pin<Box<dyn Future<Output = Result<Request<VerifiedBody>, Rejection>> + Send>>;
-
 /// Where [`verify_now`] got to.
 // Returned by value and taken apart at once: boxing the request would cost the allocation
 // this path exists to avoid.
 #[allow(clippy::large_enum_variant)]
-enum Now {
+enum Now<FromLookup, FromRecord> {
     /// Verified and recorded: the request for the inner service.
     Admitted(Request<VerifiedBody>),
     Refused(Rejection),
-    /// A store has to be awaited: the rest of the checks.
-    Wait(Checking),
+    /// A store has to be awaited: the rest of the checks, from the key lookup or from the
+    /// replay record on.
+    Wait(Either<FromLookup, FromRecord>),
 }
 
 /// The checks after the header for a request whose body has arrived (it has none left to
@@ -156,7 +155,7 @@ fn verify_now<Sch: Scheme>(
     claim: Sch::Claim,
     parts: http::request::Parts,
     now: i64,
-) -> Now {
+) -> Now<impl Checks, impl Checks> {
     let scheme = &config.scheme;
     let lookup = guarded_now(|| scheme.key_store(&claim).lookup_now(scheme.key_id(&claim)));
     let secret = match lookup.map(|answer| secret_or_refusal(config, &claim, answer)) {
@@ -164,9 +163,12 @@ fn verify_now<Sch: Scheme>(
         Some(Err(rejection)) => return Now::Refused(rejection),
         None => {
             let rest = verify(Arc::clone(config), claim, parts, VerifiedBody::default());
-            return Now::Wait(Box::pin(rest));
+            return Now::Wait(Either::Left(rest));
         }
     };
+    if let Err(rejection) = check_declared_length(config, &parts.headers) {
+        return Now::Refused(rejection);
+    }
     let mut body = VerifiedBody::default();
     let form = match scheme.verify(&claim, &secret, &parts, &mut body) {
         Ok(form) => form,
@@ -184,11 +186,16 @@ fn verify_now<Sch: Scheme>(
         Some(Ok(())) => Now::Admitted(admit(config, claim, form, parts, body)),
         Some(Err(rejection)) => Now::Refused(rejection),
         None => {
-            let rest = record_and_admit(Arc::clone(config), claim, form, parts, body, now);
-            Now::Wait(Box::pin(rest))
+            let rest = record_and_admit(Arc::clone(config), claim, form, parts, body, false);
+            Now::Wait(Either::Right(rest))
         }
     }
 }
+
+/// The checks after the header, as a future.
+trait Checks: Future<Output = Result<Request<VerifiedBody>, Rejection>> + Send {}
+
+impl<F: Future<Output = Result<Request<VerifiedBody>, Rejection>> + Send> Checks for F {}
 
 pin_project_lite::pin_project! {
     /// The work after the header: the checks (`verify`), then the inner service's call.
@@ -252,11 +259,7 @@ where
     .await;
     let secret = secret_or_refusal(&config, &claim, lookup)?;
 
-    if declared_length(&parts.headers).is_some_and(|length| length > config.body_limit as u64) {
-        return Err(Rejection::BodyTooLarge {
-            limit: config.body_limit,
-        });
-    }
+    check_declared_length(&config, &parts.headers)?;
     let mut body = within(config.body_timeout, read_limited(body, config.body_limit))
         .await
         .map_err(|_| Rejection::BodyTimeout {
@@ -265,25 +268,31 @@ where
 
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
-    let now = config.clock.now_unix();
-    record_and_admit(config, claim, form, parts, body, now).await
+    record_and_admit(config, claim, form, parts, body, true).await
 }
 
-/// Records the verified request against replays (at `now`), then hands it over.
+/// Records the verified request against replays, then hands it over. The clock is read here:
+/// reading the body, or waiting to be polled, took time. `ask_now`: whether to ask the replay
+/// store to answer at once before awaiting it (not when it just said it cannot).
 async fn record_and_admit<Sch: Scheme>(
     config: Arc<Config<Sch>>,
     claim: Sch::Claim,
     form: BodyForm,
     parts: http::request::Parts,
     body: VerifiedBody,
-    now: i64,
+    ask_now: bool,
 ) -> Result<Request<VerifiedBody>, Rejection> {
+    let now = config.clock.now_unix();
     if let Some(record) = config.scheme.replay_record(&claim, now)? {
         let store = &*config.replay_store;
-        match guarded_now(|| store.record_now(&record)) {
-            Some(outcome) => record_outcome(outcome)?,
-            None => record_outcome(guarded(config.store_timeout, || store.record(&record)).await)?,
-        }
+        let answered = ask_now
+            .then(|| guarded_now(|| store.record_now(&record)))
+            .flatten();
+        let outcome = match answered {
+            Some(outcome) => outcome,
+            None => guarded(config.store_timeout, || store.record(&record)).await,
+        };
+        record_outcome(outcome)?;
     }
     Ok(admit(&config, claim, form, parts, body))
 }
@@ -434,8 +443,17 @@ impl<F: std::future::Future> std::future::Future for Within<F> {
     }
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+/// Refuses a request whose `Content-Length` passes the body limit, before its body is read.
+fn check_declared_length<Sch>(config: &Config<Sch>, headers: &HeaderMap) -> Result<(), Rejection> {
+    let declared: Option<u64> = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|length| length > config.body_limit as u64) {
+        return Err(Rejection::BodyTooLarge {
+            limit: config.body_limit,
+        });
+    }
+    Ok(())
 }
 
 fn respond<ResBody: From<Bytes>, Sch>(
