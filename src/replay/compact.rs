@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded};
-use super::ReplayRecord;
+use super::{Recorded, ReplayRecord};
 
 /// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
 ///
@@ -275,12 +275,79 @@ impl CompactReplayStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lock_for(&self, key: Key) -> MutexGuard<'_, Shard> {
+    fn shard_of(&self, key: Key) -> usize {
         let shards = self.inner.shards.len();
-        self.lock(keys::reduce(
-            self.inner.hashing.other_hash(key.into()),
-            shards,
-        ))
+        keys::reduce(self.inner.hashing.other_hash(key.into()), shards)
+    }
+
+    fn lock_for(&self, key: Key) -> MutexGuard<'_, Shard> {
+        self.lock(self.shard_of(key))
+    }
+
+    /// Both keys of a request (rule 1's and rule 2's), or neither. Both shards are locked (in
+    /// index order: nothing else holds two) and both keys' first table lines read before
+    /// either key is probed, so that their cache misses overlap instead of following one
+    /// another. `None`, with nothing inserted, when the store looks full.
+    fn try_insert_both(&self, mac: Key, nonce: Key, expires: u32, now: u32) -> Option<Recorded> {
+        let (at_mac, at_nonce) = (self.shard_of(mac), self.shard_of(nonce));
+        if at_mac == at_nonce {
+            let mut shard = self.lock(at_mac);
+            self.touch(&shard, mac);
+            self.touch(&shard, nonce);
+            return self.insert_pair(&mut shard, None, mac, nonce, expires, now);
+        }
+        let low = self.lock(at_mac.min(at_nonce));
+        let high = self.lock(at_mac.max(at_nonce));
+        let (mut mac_shard, mut nonce_shard) = if at_mac < at_nonce {
+            (low, high)
+        } else {
+            (high, low)
+        };
+        self.touch(&mac_shard, mac);
+        self.touch(&nonce_shard, nonce);
+        self.insert_pair(
+            &mut mac_shard,
+            Some(&mut nonce_shard),
+            mac,
+            nonce,
+            expires,
+            now,
+        )
+    }
+
+    /// Reads the first table line `key` is looked for in.
+    fn touch(&self, shard: &Shard, key: Key) {
+        let home = shard.table.home(key, &self.inner.hashing);
+        std::hint::black_box(shard.table.buckets[home].overflow);
+    }
+
+    /// [`CompactReplayStore::try_insert_both`] with the shards locked; `nonce_shard` is `None`
+    /// when the nonce's shard is the MAC's.
+    fn insert_pair(
+        &self,
+        mac_shard: &mut Shard,
+        nonce_shard: Option<&mut Shard>,
+        mac: Key,
+        nonce: Key,
+        expires: u32,
+        now: u32,
+    ) -> Option<Recorded> {
+        match self.try_insert_in(mac_shard, mac, expires, now) {
+            Insert::Inserted => {}
+            Insert::Present => return Some(Recorded::ReplayedMac),
+            Insert::Full => return None,
+        }
+        let nonce_inserted = match nonce_shard {
+            Some(nonce_shard) => self.try_insert_in(nonce_shard, nonce, expires, now),
+            None => self.try_insert_in(mac_shard, nonce, expires, now),
+        };
+        match nonce_inserted {
+            Insert::Inserted => Some(Recorded::Fresh),
+            refused => {
+                self.remove_in(mac_shard, mac, expires);
+                matches!(refused, Insert::Present).then_some(Recorded::ReplayedNonce)
+            }
+        }
     }
 
     /// Inserts `key` unless a live entry holds it. Atomic per key (under its shard's lock).
@@ -306,8 +373,12 @@ impl CompactReplayStore {
     }
 
     fn try_insert(&self, key: Key, expires: u32, now: u32) -> Insert {
+        self.try_insert_in(&mut self.lock_for(key), key, expires, now)
+    }
+
+    /// [`CompactReplayStore::try_insert`] in `shard`, which is `key`'s, locked.
+    fn try_insert_in(&self, shard: &mut Shard, key: Key, expires: u32, now: u32) -> Insert {
         let inner = &*self.inner;
-        let mut shard = self.lock_for(key);
         if now >= shard.swept_at.saturating_add(SWEEP_EVERY_SECS) {
             shard.sweep(now, inner);
         }
@@ -348,8 +419,12 @@ impl CompactReplayStore {
 
     /// Removes `key` if it still holds the entry this request put there.
     fn remove_key(&self, key: Key, expires: u32) {
+        self.remove_in(&mut self.lock_for(key), key, expires);
+    }
+
+    /// [`CompactReplayStore::remove_key`] in `shard`, which is `key`'s, locked.
+    fn remove_in(&self, shard: &mut Shard, key: Key, expires: u32) {
         let inner = &*self.inner;
-        let mut shard = self.lock_for(key);
         let table = &mut shard.table;
         let home = table.home(key, &inner.hashing);
         if let Some(at) = table.find(key, home) {
@@ -455,6 +530,10 @@ impl KeyTable for CompactReplayStore {
         self.insert_key(Key::from(key), expires, now)
     }
 
+    fn insert_both(&self, mac: u128, nonce: u128, (expires, now): (u32, u32)) -> Option<Recorded> {
+        self.try_insert_both(Key::from(mac), Key::from(nonce), expires, now)
+    }
+
     fn remove(&self, key: u128, (expires, _): (u32, u32)) {
         self.remove_key(Key::from(key), expires);
     }
@@ -533,7 +612,7 @@ fn shard_count(capacity: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::conformance::{self, TestStore};
-    use super::super::{Recorded, ReplayStore, ReplayStoreError};
+    use super::super::{ReplayStore, ReplayStoreError};
     use super::*;
 
     impl TestStore for CompactReplayStore {

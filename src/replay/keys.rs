@@ -24,6 +24,14 @@ pub(super) trait KeyTable {
     /// Removes `key`, which this request's `entry` was just inserted under.
     fn remove(&self, key: u128, entry: Self::Entry);
 
+    /// Inserts a request's MAC key and nonce key at once, or neither: `Some` with the outcome,
+    /// `None` to have them inserted one at a time (the default; also what a store answers
+    /// when it looks full, for the one-at-a-time path makes room first).
+    fn insert_both(&self, mac: u128, nonce: u128, entry: Self::Entry) -> Option<Recorded> {
+        let _ = (mac, nonce, entry);
+        None
+    }
+
     /// Makes rule 2's keys.
     fn nonce_keys(&self) -> &NonceKeys;
 
@@ -49,13 +57,20 @@ pub(super) fn record_in<T: KeyTable>(
         capacity: table.capacity(),
     };
     let mac_key = mac_key(request.mac);
+    let nonce_key = request
+        .unique_nonce
+        .then(|| table.nonce_keys().key(request.key_id, request.nonce));
+    if let Some(recorded) =
+        nonce_key.and_then(|nonce_key| table.insert_both(mac_key, nonce_key, entry))
+    {
+        return Ok(recorded);
+    }
     match table.insert(mac_key, entry) {
         Insert::Inserted => {}
         Insert::Present => return Ok(Recorded::ReplayedMac),
         Insert::Full => return Err(full()),
     }
-    if request.unique_nonce {
-        let nonce_key = table.nonce_keys().key(request.key_id, request.nonce);
+    if let Some(nonce_key) = nonce_key {
         let refused = match table.insert(nonce_key, entry) {
             Insert::Inserted => None,
             Insert::Present => Some(Ok(Recorded::ReplayedNonce)),
