@@ -35,8 +35,8 @@ const SLOTS: usize = 3;
 /// A compact in-memory replay store: sharded open-addressing tables of 128-bit keys and
 /// expiry seconds, swept as the clock passes, with an exact capacity.
 ///
-/// Behind the same [`ReplayStore`](super::ReplayStore) trait and with the same rules as [`MokaReplayStore`], at a
-/// fraction of its memory and cost. An entry is a 16-byte key and a 4-byte expiry second; three
+/// Behind the same [`ReplayStore`](super::ReplayStore) trait and with the same rules as
+/// [`MokaReplayStore`], at a fraction of its memory and cost. An entry is a 16-byte key and a 4-byte expiry second; three
 /// fit a 64-byte cache line, and the tables are allocated up front for the capacity at 85 %
 /// load: about 25 bytes an entry, 50 bytes a request with both rules. Recording a request takes
 /// the lock of one shard per entry, and usually one cache line each, with no allocation.

@@ -32,10 +32,16 @@ impl KeyAndNonce {
     pub(crate) fn new(key_id: &str, nonce: &str) -> Self {
         let mut joined = String::with_capacity(key_id.len() + nonce.len());
         joined.push_str(key_id);
-        joined.push_str(nonce);
+        KeyAndNonce::appending(joined, nonce)
+    }
+
+    /// `nonce` appended to `key_id`'s own buffer.
+    fn appending(mut key_id: String, nonce: &str) -> Self {
+        let key_id_len = key_id.len();
+        key_id.push_str(nonce);
         KeyAndNonce {
-            joined,
-            key_id_len: key_id.len(),
+            joined: key_id,
+            key_id_len,
         }
     }
 
@@ -71,10 +77,7 @@ impl VerifiedKey {
         timestamp: i64,
         body_form: BodyForm,
     ) -> Self {
-        let key_id_len = key_id.len();
-        let mut joined = key_id;
-        joined.push_str(&nonce);
-        let ids = KeyAndNonce { joined, key_id_len };
+        let ids = KeyAndNonce::appending(key_id, &nonce);
         VerifiedKey::with_ids(scheme, ids, timestamp, body_form)
     }
 
