@@ -3,10 +3,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{KeyStore, KeyStoreError, Secret};
+use super::Secret;
 use crate::psk::MAX_KEY_ID_LEN;
 
 /// Keys read from a TOML file, swapped atomically by [`FileKeyStore::reload`].
@@ -167,6 +166,11 @@ impl FileKeyStore {
         }
     }
 
+    /// A key that may sign with the default scheme (what the store answers as a [`KeyStore`]).
+    fn find_default(&self, key_id: &str) -> Option<Secret> {
+        self.find(key_id, DEFAULT_SCHEME)
+    }
+
     fn find(&self, key_id: &str, scheme: &str) -> Option<Secret> {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         keys.get(key_id)
@@ -188,16 +192,7 @@ impl fmt::Debug for FileKeyStore {
     }
 }
 
-#[async_trait]
-impl KeyStore for FileKeyStore {
-    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
-        Ok(self.find(key_id, DEFAULT_SCHEME))
-    }
-
-    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
-        Some(Ok(self.find(key_id, DEFAULT_SCHEME)))
-    }
-}
+super::key_store_at_once!(FileKeyStore, find_default);
 
 /// The keys of a [`FileKeyStore`] that may sign with one scheme; see
 /// [`FileKeyStore::for_scheme`].
@@ -207,16 +202,13 @@ pub struct SchemeKeys {
     scheme: String,
 }
 
-#[async_trait]
-impl KeyStore for SchemeKeys {
-    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
-        Ok(self.store.find(key_id, &self.scheme))
-    }
-
-    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
-        Some(Ok(self.store.find(key_id, &self.scheme)))
+impl SchemeKeys {
+    fn find(&self, key_id: &str) -> Option<Secret> {
+        self.store.find(key_id, &self.scheme)
     }
 }
+
+super::key_store_at_once!(SchemeKeys, find);
 
 /// The schemes a keys file may name.
 const KNOWN_SCHEMES: [&str; 2] = [DEFAULT_SCHEME, "date-hmac"];
@@ -313,6 +305,7 @@ fn redact_quoted(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyStore;
     use std::io::Write;
 
     fn write(file: &mut tempfile::NamedTempFile, text: &str) {

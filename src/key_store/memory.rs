@@ -1,9 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use async_trait::async_trait;
-
-use super::{KeyStore, KeyStoreError, Secret};
+use super::Secret;
 
 /// A fixed set of keys held in memory.
 ///
@@ -65,16 +63,13 @@ impl fmt::Debug for MemoryKeyStore {
     }
 }
 
-#[async_trait]
-impl KeyStore for MemoryKeyStore {
-    async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
-        Ok(self.keys.get(key_id).cloned())
-    }
-
-    fn lookup_now(&self, key_id: &str) -> Option<Result<Option<Secret>, KeyStoreError>> {
-        Some(Ok(self.keys.get(key_id).cloned()))
+impl MemoryKeyStore {
+    fn find(&self, key_id: &str) -> Option<Secret> {
+        self.keys.get(key_id).cloned()
     }
 }
+
+super::key_store_at_once!(MemoryKeyStore, find);
 
 /// Builds a [`MemoryKeyStore`].
 #[derive(Debug, Default)]
@@ -99,6 +94,7 @@ impl MemoryKeyStoreBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::KeyStore;
 
     #[tokio::test]
     async fn finds_known_keys_only() {

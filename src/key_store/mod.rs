@@ -55,6 +55,30 @@ pub trait KeyStore: Send + Sync + 'static {
     }
 }
 
+/// Implements [`KeyStore`] for an in-memory store whose `$find(&self, key_id)` gives the
+/// secret at once: `lookup` and `lookup_now` then give the same answer by construction.
+macro_rules! key_store_at_once {
+    ($store:ty, $find:ident) => {
+        #[async_trait::async_trait]
+        impl $crate::key_store::KeyStore for $store {
+            async fn lookup(
+                &self,
+                key_id: &str,
+            ) -> Result<Option<$crate::Secret>, $crate::key_store::KeyStoreError> {
+                Ok(self.$find(key_id))
+            }
+
+            fn lookup_now(
+                &self,
+                key_id: &str,
+            ) -> Option<Result<Option<$crate::Secret>, $crate::key_store::KeyStoreError>> {
+                Some(Ok(self.$find(key_id)))
+            }
+        }
+    };
+}
+use key_store_at_once;
+
 /// A key store could not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("key store unavailable: {source}")]

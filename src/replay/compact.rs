@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded};
+use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule};
 use super::{Recorded, ReplayRecord};
 
 /// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
@@ -288,7 +288,8 @@ impl CompactReplayStore {
     /// index order: nothing else holds two) and both keys' first table lines read before
     /// either key is probed, so that their cache misses overlap instead of following one
     /// another. `None`, with nothing inserted, when the store looks full.
-    fn try_insert_both(&self, mac: Key, nonce: Key, expires: u32, now: u32) -> Option<Recorded> {
+    fn try_insert_both(&self, mac: u128, nonce: u128, expires: u32, now: u32) -> Option<Recorded> {
+        let (mac, nonce) = (Key::from(mac), Key::from(nonce));
         let (at_mac, at_nonce) = (self.shard_of(mac), self.shard_of(nonce));
         if at_mac == at_nonce {
             let mut shard = self.lock(at_mac);
@@ -332,22 +333,21 @@ impl CompactReplayStore {
         expires: u32,
         now: u32,
     ) -> Option<Recorded> {
-        match self.try_insert_in(mac_shard, mac, expires, now) {
-            Insert::Inserted => {}
-            Insert::Present => return Some(Recorded::ReplayedMac),
-            Insert::Full => return None,
-        }
-        let nonce_inserted = match nonce_shard {
-            Some(nonce_shard) => self.try_insert_in(nonce_shard, nonce, expires, now),
-            None => self.try_insert_in(mac_shard, nonce, expires, now),
-        };
-        match nonce_inserted {
-            Insert::Inserted => Some(Recorded::Fresh),
-            refused => {
-                self.remove_in(mac_shard, mac, expires);
-                matches!(refused, Insert::Present).then_some(Recorded::ReplayedNonce)
-            }
-        }
+        let mut shards = (mac_shard, nonce_shard);
+        keys::apply_rules(
+            &mut shards,
+            mac.into(),
+            Some(nonce.into()),
+            |(mac_shard, nonce_shard), rule, key| {
+                let shard = match (rule, nonce_shard) {
+                    (Rule::Nonce, Some(nonce_shard)) => nonce_shard,
+                    _ => mac_shard,
+                };
+                self.try_insert_in(shard, Key::from(key), expires, now)
+            },
+            |(mac_shard, _), key| self.remove_in(mac_shard, Key::from(key), expires),
+        )
+        .ok()
     }
 
     /// Inserts `key` unless a live entry holds it. Atomic per key (under its shard's lock).
@@ -531,7 +531,7 @@ impl KeyTable for CompactReplayStore {
     }
 
     fn insert_both(&self, mac: u128, nonce: u128, (expires, now): (u32, u32)) -> Option<Recorded> {
-        self.try_insert_both(Key::from(mac), Key::from(nonce), expires, now)
+        self.try_insert_both(mac, nonce, expires, now)
     }
 
     fn remove(&self, key: u128, (expires, _): (u32, u32)) {

@@ -53,9 +53,6 @@ pub(super) fn record_in<T: KeyTable>(
     request: &ReplayRecord<'_>,
 ) -> Result<Recorded, ReplayStoreError> {
     let entry = table.entry(request);
-    let full = || ReplayStoreError::Full {
-        capacity: table.capacity(),
-    };
     let mac_key = mac_key(request.mac);
     let nonce_key = request
         .unique_nonce
@@ -65,23 +62,54 @@ pub(super) fn record_in<T: KeyTable>(
     {
         return Ok(recorded);
     }
-    match table.insert(mac_key, entry) {
+    apply_rules(
+        &mut (),
+        mac_key,
+        nonce_key,
+        |(), _, key| table.insert(key, entry),
+        |(), key| table.remove(key, entry),
+    )
+    .map_err(|StoreFull| ReplayStoreError::Full {
+        capacity: table.capacity(),
+    })
+}
+
+/// Which rule a key is for.
+#[derive(Clone, Copy)]
+pub(super) enum Rule {
+    Mac,
+    Nonce,
+}
+
+/// No room for a request's keys.
+pub(super) struct StoreFull;
+
+/// The two rules over a request's keys, in one place for every way of inserting them: rule 1's
+/// key first, then rule 2's (`nonce`, when the rule is on); when rule 2 refuses the request,
+/// rule 1's key is taken out again, so that nothing of a refused request stays. `insert`
+/// and `remove_mac` work on `state` (the locks a store holds, or nothing).
+pub(super) fn apply_rules<S>(
+    state: &mut S,
+    mac: u128,
+    nonce: Option<u128>,
+    mut insert: impl FnMut(&mut S, Rule, u128) -> Insert,
+    remove_mac: impl FnOnce(&mut S, u128),
+) -> Result<Recorded, StoreFull> {
+    match insert(state, Rule::Mac, mac) {
         Insert::Inserted => {}
         Insert::Present => return Ok(Recorded::ReplayedMac),
-        Insert::Full => return Err(full()),
+        Insert::Full => return Err(StoreFull),
     }
-    if let Some(nonce_key) = nonce_key {
-        let refused = match table.insert(nonce_key, entry) {
-            Insert::Inserted => None,
-            Insert::Present => Some(Ok(Recorded::ReplayedNonce)),
-            Insert::Full => Some(Err(full())),
-        };
-        if let Some(refused) = refused {
-            table.remove(mac_key, entry);
-            return refused;
-        }
-    }
-    Ok(Recorded::Fresh)
+    let Some(nonce) = nonce else {
+        return Ok(Recorded::Fresh);
+    };
+    let refused = match insert(state, Rule::Nonce, nonce) {
+        Insert::Inserted => return Ok(Recorded::Fresh),
+        Insert::Present => Ok(Recorded::ReplayedNonce),
+        Insert::Full => Err(StoreFull),
+    };
+    remove_mac(state, mac);
+    refused
 }
 
 /// Implements [`ReplayStore`](super::ReplayStore) for a [`KeyTable`] store, which answers at
