@@ -24,7 +24,7 @@ use crate::psk::MAX_KEY_ID_LEN;
 /// schemes = ["date-hmac"]       # optional: the schemes it may sign with ("armor-psk" if absent)
 /// ```
 ///
-/// As a [`KeyStore`] it answers for the keys that may sign with ARMOR-PSK;
+/// As a [`KeyStore`](super::KeyStore) it answers for the keys that may sign with ARMOR-PSK;
 /// [`for_scheme`](FileKeyStore::for_scheme) gives the keys of another scheme.
 ///
 /// Other top-level tables are ignored, so the file can carry settings of other tools; inside a
@@ -166,7 +166,7 @@ impl FileKeyStore {
         }
     }
 
-    /// A key that may sign with the default scheme (what the store answers as a [`KeyStore`]).
+    /// A key that may sign with the default scheme: what the store answers as a key store.
     fn find_default(&self, key_id: &str) -> Option<Secret> {
         self.find(key_id, DEFAULT_SCHEME)
     }

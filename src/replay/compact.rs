@@ -36,13 +36,14 @@ const SLOTS: usize = 3;
 /// expiry seconds, swept as the clock passes, with an exact capacity.
 ///
 /// Behind the same [`ReplayStore`](super::ReplayStore) trait and with the same rules as
-/// [`MokaReplayStore`], at a fraction of its memory and cost. An entry is a 16-byte key and a 4-byte expiry second; three
-/// fit a 64-byte cache line, and the tables are allocated up front for the capacity at 85 %
-/// load: about 25 bytes an entry, 50 bytes a request with both rules. Recording a request takes
-/// the lock of one shard per entry, and usually one cache line each, with no allocation.
+/// [`MokaReplayStore`], at a fraction of its memory and cost. An entry is a 16-byte key and a
+/// 4-byte expiry second; three fit a 64-byte cache line, and the tables are allocated up front
+/// for the capacity at 85 % load: about 25 bytes an entry, 50 bytes a request with both rules.
+/// Recording a request locks the shards of its two keys (one or two) and usually reads one
+/// cache line a key, with no allocation.
 ///
-/// Expired entries are swept out of a shard once its clock has moved on
-/// 16 seconds since its last sweep, and from every shard (at most once per clock second)
+/// Expired entries are swept out of a shard once its clock has moved on 16 seconds since its
+/// last sweep, and from every shard (at most once per clock second)
 /// before a request is refused as full; until then a new entry may take an expired entry's
 /// slot. Expiry follows the [`ReplayRecord::now`] the verifier passes in, not a clock of the
 /// store's own, so a [`ManualClock`](crate::clock::ManualClock) moves it in tests.

@@ -9,7 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::key_store::KeyStore;
 use crate::psk::{ArmorPsk, BodyForms};
 use crate::rejection::{JsonRejection, OnRejection};
-use crate::replay::{MokaReplayStore, ReplayStore};
+use crate::replay::{DefaultReplayStore, ReplayStore};
 
 pub use crate::psk::DEFAULT_WINDOW;
 
@@ -115,7 +115,7 @@ impl<Sch: Clone> VerifyLayer<Sch> {
         VerifyLayer {
             config: Arc::new(Config {
                 scheme,
-                replay_store: Arc::new(MokaReplayStore::default()),
+                replay_store: Arc::new(DefaultReplayStore::default()),
                 body_limit: DEFAULT_BODY_LIMIT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 store_timeout: DEFAULT_STORE_TIMEOUT,
@@ -136,7 +136,10 @@ impl<Sch: Clone> VerifyLayer<Sch> {
     }
 
     /// Where accepted requests are remembered, to refuse their replays. Defaults to a
-    /// [`MokaReplayStore`] with its default capacity, private to this layer and its clones.
+    /// [`MokaReplayStore`] with its default capacity, private to this layer and its clones,
+    /// built when the first request is recorded.
+    ///
+    /// [`MokaReplayStore`]: crate::replay::MokaReplayStore
     pub fn replay_store(self, store: impl ReplayStore) -> Self {
         self.with(|config| config.replay_store = Arc::new(store))
     }
