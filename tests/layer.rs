@@ -323,6 +323,18 @@ async fn a_replay_is_refused_and_the_nonce_rule_can_be_relaxed() {
     expect_refusal(&relaxed, with_header("/a", header), 401, "replayed_nonce").await;
 }
 
+#[tokio::test]
+async fn every_service_made_from_a_layer_and_its_clones_shares_the_default_replay_store() {
+    let clock = ManualClock::new(NOW);
+    let layer = layer(&clock);
+    // A clone changed afterwards has settings of its own, and still the layer's replay store.
+    let first = router(layer.clone().body_limit(1024));
+    let second = router(layer);
+    let (status, _, _) = send(&first, signed_at(NOW, "shared")).await;
+    assert_eq!(status, StatusCode::OK);
+    expect_refusal(&second, signed_at(NOW, "shared"), 401, "replayed_nonce").await;
+}
+
 /// A store that answers only when awaited: it does not forward `lookup_now`/`record_now`, so
 /// the verifier takes its awaited path.
 struct Awaited<T>(T);

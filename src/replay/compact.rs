@@ -39,13 +39,12 @@ const SLOTS: usize = 3;
 /// [`MokaReplayStore`], at a fraction of its memory and cost. An entry is a 16-byte key and a
 /// 4-byte expiry second; three fit a 64-byte cache line, and the tables are allocated up front
 /// for the capacity at 85 % load: about 25 bytes an entry, 50 bytes a request with both rules.
-/// Recording a request locks the shards of its two keys (one or two) and usually reads one
-/// cache line a key, with no allocation.
+/// Recording a request locks the shard of each of its keys and usually reads one cache line a
+/// key, with no allocation.
 ///
 /// Expired entries are swept out of a shard once its clock has moved on 16 seconds since its
-/// last sweep, and from every shard (at most once per clock second)
-/// before a request is refused as full; until then a new entry may take an expired entry's
-/// slot. Expiry follows the [`ReplayRecord::now`] the verifier passes in, not a clock of the
+/// last sweep, and from every shard (at most once per clock second) before a request is
+/// refused as full; until then a new entry may take an expired entry's slot. Expiry follows the [`ReplayRecord::now`] the verifier passes in, not a clock of the
 /// store's own, so a [`ManualClock`](crate::clock::ManualClock) moves it in tests.
 ///
 /// The capacity is a hard limit on live entries, as with moka: when it is reached, new requests
@@ -290,12 +289,12 @@ impl CompactReplayStore {
     /// either key is probed, so that their cache misses overlap instead of following one
     /// another. `None`, with nothing inserted, when the store looks full.
     fn try_insert_both(&self, mac: u128, nonce: u128, expires: u32, now: u32) -> Option<Recorded> {
-        let (mac, nonce) = (Key::from(mac), Key::from(nonce));
-        let (at_mac, at_nonce) = (self.shard_of(mac), self.shard_of(nonce));
+        let (mac_key, nonce_key) = (Key::from(mac), Key::from(nonce));
+        let (at_mac, at_nonce) = (self.shard_of(mac_key), self.shard_of(nonce_key));
         if at_mac == at_nonce {
             let mut shard = self.lock(at_mac);
-            self.touch(&shard, mac);
-            self.touch(&shard, nonce);
+            self.touch(&shard, mac_key);
+            self.touch(&shard, nonce_key);
             return self.insert_pair(&mut shard, None, mac, nonce, expires, now);
         }
         let low = self.lock(at_mac.min(at_nonce));
@@ -305,8 +304,8 @@ impl CompactReplayStore {
         } else {
             (high, low)
         };
-        self.touch(&mac_shard, mac);
-        self.touch(&nonce_shard, nonce);
+        self.touch(&mac_shard, mac_key);
+        self.touch(&nonce_shard, nonce_key);
         self.insert_pair(
             &mut mac_shard,
             Some(&mut nonce_shard),
@@ -329,16 +328,16 @@ impl CompactReplayStore {
         &self,
         mac_shard: &mut Shard,
         nonce_shard: Option<&mut Shard>,
-        mac: Key,
-        nonce: Key,
+        mac: u128,
+        nonce: u128,
         expires: u32,
         now: u32,
     ) -> Option<Recorded> {
         let mut shards = (mac_shard, nonce_shard);
         keys::apply_rules(
             &mut shards,
-            mac.into(),
-            Some(nonce.into()),
+            mac,
+            Some(nonce),
             |(mac_shard, nonce_shard), rule, key| {
                 let shard = match (rule, nonce_shard) {
                     (Rule::Nonce, Some(nonce_shard)) => nonce_shard,

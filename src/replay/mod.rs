@@ -22,7 +22,6 @@ mod moka;
 use async_trait::async_trait;
 
 pub use self::compact::{CompactReplayStore, CompactReplayStoreBuilder};
-pub(crate) use self::moka::DefaultReplayStore;
 pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
 use crate::psk::MAC_LEN;
 

@@ -1,12 +1,12 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use moka::Expiry;
 
 use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded};
-use super::{Recorded, ReplayRecord, ReplayStore, ReplayStoreError};
+use super::ReplayRecord;
 
 /// Requests per second the default capacity is sized for.
 const DEFAULT_RATE: u64 = 1_000;
@@ -16,9 +16,10 @@ const STRIPES: usize = 64;
 /// The longest an entry can live under the default ±300 s window: a timestamp 300 s ahead,
 /// remembered until 300 s after it.
 const DEFAULT_LIFETIME_SECS: u64 = 600;
-/// The most entries moka's table is sized for when the store is built (134 MB of it); past
-/// that it grows as it fills.
-const PRESIZE_LIMIT: u64 = 1 << 22;
+/// The most entries moka's table is sized for when the store is built: 64 segments of 2^17
+/// slots (67 MB). Moka adds room for its write log (384 entries) and doubles, then rounds each
+/// segment up to a power of two, so 2^22 itself would double the table.
+const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 
 /// The in-memory replay store, built on a [`moka`] cache of compact 128-bit keys with
 /// per-entry expiry.
@@ -36,8 +37,9 @@ const PRESIZE_LIMIT: u64 = 1 << 22;
 ///
 /// Moka's table of keys is sized for the capacity when the store is built (34 MB for the
 /// default capacity, under a tenth of what the entries take when the store is full; at most
-/// 134 MB), so that it never stops to grow while a request waits: growing from empty to a
-/// million entries, it held single requests for up to 5 ms.
+/// 67 MB), so that it does not stop to grow while the store first fills: growing from empty
+/// to a million entries, it held single requests for up to 5 ms. Later, as entries expire and
+/// others come, moka shrinks and regrows the table on its own, as it would without this.
 ///
 /// Entries expire on moka's monotonic clock, with a lifetime taken from the verifier's clock
 /// when they are inserted. If the wall clock is stepped back by some seconds, an entry can
@@ -241,29 +243,6 @@ impl KeyTable for MokaReplayStore {
 
 keys::replay_store_at_once!(MokaReplayStore);
 
-/// The verifier's default replay store: a [`MokaReplayStore`] with the default capacity, built
-/// on its first record rather than with the layer, so that a layer given another store does
-/// not size (about 30 ms) and drop a table it never uses.
-#[derive(Default)]
-pub(crate) struct DefaultReplayStore(OnceLock<MokaReplayStore>);
-
-impl DefaultReplayStore {
-    fn store(&self) -> &MokaReplayStore {
-        self.0.get_or_init(MokaReplayStore::default)
-    }
-}
-
-#[async_trait::async_trait]
-impl ReplayStore for DefaultReplayStore {
-    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
-        self.store().record(request).await
-    }
-
-    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
-        self.store().record_now(request)
-    }
-}
-
 /// Builds a [`MokaReplayStore`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -288,7 +267,8 @@ impl MokaReplayStoreBuilder {
 
     /// The store.
     pub fn build(self) -> MokaReplayStore {
-        let presized = usize::try_from(self.capacity.min(PRESIZE_LIMIT)).unwrap_or(usize::MAX);
+        let presized = usize::try_from(self.capacity)
+            .map_or(PRESIZE_LIMIT, |entries| entries.min(PRESIZE_LIMIT));
         let cache = Cache::builder()
             .expire_after(PerEntryExpiry)
             .initial_capacity(presized)
@@ -330,25 +310,6 @@ mod tests {
 
     fn record<'a>(mac: &'a [u8; 64], nonce: &'a str, expires_at: i64) -> ReplayRecord<'a> {
         ReplayRecord::new("key", nonce, mac, expires_at, NOW)
-    }
-
-    #[test]
-    fn the_default_store_is_built_on_its_first_record_and_then_kept() {
-        let store = DefaultReplayStore::default();
-        assert!(store.0.get().is_none());
-        let first = record(&[1u8; 64], "n1", NOW + 300);
-        assert!(matches!(
-            store.record_now(&first),
-            Some(Ok(Recorded::Fresh))
-        ));
-        assert_eq!(
-            store.store().capacity(),
-            MokaReplayStore::default().capacity()
-        );
-        assert!(matches!(
-            store.record_now(&first),
-            Some(Ok(Recorded::ReplayedMac))
-        ));
     }
 
     #[test]

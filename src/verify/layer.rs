@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tower_layer::Layer;
@@ -9,7 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::key_store::KeyStore;
 use crate::psk::{ArmorPsk, BodyForms};
 use crate::rejection::{JsonRejection, OnRejection};
-use crate::replay::{DefaultReplayStore, ReplayStore};
+use crate::replay::{MokaReplayStore, ReplayStore};
 
 pub use crate::psk::DEFAULT_WINDOW;
 
@@ -56,12 +56,32 @@ impl<Sch> Clone for VerifyLayer<Sch> {
 #[derive(Clone)]
 pub(crate) struct Config<Sch> {
     pub(crate) scheme: Sch,
-    pub(crate) replay_store: Arc<dyn ReplayStore>,
+    pub(crate) replay_store: ReplayStoreChoice,
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_rejection: Arc<dyn OnRejection>,
+}
+
+/// The replay store a layer records into.
+#[derive(Clone)]
+pub(crate) enum ReplayStoreChoice {
+    /// A [`MokaReplayStore`] with the default capacity, shared by the layer's clones and the
+    /// services made from them. Built with the first service rather than with the layer, so
+    /// that a layer then given another store does not size (about 30 ms) and drop a table it
+    /// never uses; and not on the first request, which would wait for it.
+    Default(Arc<OnceLock<MokaReplayStore>>),
+    Given(Arc<dyn ReplayStore>),
+}
+
+impl ReplayStoreChoice {
+    pub(crate) fn get(&self) -> &dyn ReplayStore {
+        match self {
+            ReplayStoreChoice::Default(store) => store.get_or_init(MokaReplayStore::default),
+            ReplayStoreChoice::Given(store) => &**store,
+        }
+    }
 }
 
 impl VerifyLayer<ArmorPsk> {
@@ -115,7 +135,7 @@ impl<Sch: Clone> VerifyLayer<Sch> {
         VerifyLayer {
             config: Arc::new(Config {
                 scheme,
-                replay_store: Arc::new(DefaultReplayStore::default()),
+                replay_store: ReplayStoreChoice::Default(Arc::default()),
                 body_limit: DEFAULT_BODY_LIMIT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 store_timeout: DEFAULT_STORE_TIMEOUT,
@@ -141,7 +161,7 @@ impl<Sch: Clone> VerifyLayer<Sch> {
     ///
     /// [`MokaReplayStore`]: crate::replay::MokaReplayStore
     pub fn replay_store(self, store: impl ReplayStore) -> Self {
-        self.with(|config| config.replay_store = Arc::new(store))
+        self.with(|config| config.replay_store = ReplayStoreChoice::Given(Arc::new(store)))
     }
 
     /// The largest body, in bytes, the verifier reads. Defaults to 2 MiB. A request with a
@@ -198,5 +218,29 @@ impl<Sch: fmt::Debug> fmt::Debug for Config<Sch> {
             .field("body_timeout", &self.body_timeout)
             .field("store_timeout", &self.store_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key_store::MemoryKeyStore;
+
+    #[test]
+    fn the_default_replay_store_is_built_with_the_first_service_only() {
+        let keys = || MemoryKeyStore::builder().key("key-1", "secret").build();
+        let layer = VerifyLayer::new(keys());
+        let ReplayStoreChoice::Default(store) = &layer.config.replay_store else {
+            panic!("a new layer records into the default store");
+        };
+        assert!(store.get().is_none());
+        let _service = layer.clone().body_limit(1024).layer(());
+        assert!(store.get().is_some());
+
+        let given = VerifyLayer::new(keys()).replay_store(MokaReplayStore::builder().build());
+        assert!(matches!(
+            given.config.replay_store,
+            ReplayStoreChoice::Given(_)
+        ));
     }
 }

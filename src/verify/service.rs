@@ -56,6 +56,8 @@ impl<S> Verify<S, ArmorPsk> {
 
 impl<S, Sch> Verify<S, Sch> {
     pub(crate) fn from_config(inner: S, config: Arc<Config<Sch>>) -> Self {
+        // The default replay store is built now, not by the first request.
+        config.replay_store.get();
         Verify { inner, config }
     }
 
@@ -177,7 +179,7 @@ fn verify_now<Sch: Scheme>(
     // No time has passed since the header was checked: `now` still holds.
     let recorded = match scheme.replay_record(&claim, now) {
         Ok(Some(record)) => {
-            guarded_now(|| config.replay_store.record_now(&record)).map(record_outcome)
+            guarded_now(|| config.replay_store.get().record_now(&record)).map(record_outcome)
         }
         Ok(None) => Some(Ok(())),
         Err(rejection) => Some(Err(rejection)),
@@ -284,7 +286,7 @@ async fn record_and_admit<Sch: Scheme>(
 ) -> Result<Request<VerifiedBody>, Rejection> {
     let now = config.clock.now_unix();
     if let Some(record) = config.scheme.replay_record(&claim, now)? {
-        let store = &*config.replay_store;
+        let store = config.replay_store.get();
         let answered = ask_now
             .then(|| guarded_now(|| store.record_now(&record)))
             .flatten();
