@@ -41,6 +41,14 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 /// to a million entries, it held single requests for up to 5 ms. Later, as entries expire and
 /// others come, moka shrinks and regrows the table on its own, as it would without this.
 ///
+/// Once entries expire as fast as new ones come, moka now and then does a large piece of its
+/// own upkeep inside whichever record comes along: at 10,000 requests a second, a record took
+/// 100–230 ms about once a second on the machine BENCHMARKS.md describes (the compact store's
+/// longest took 0.13 ms); see the `replay_latency` example. Pick [`CompactReplayStore`] where
+/// tail latency matters.
+///
+/// [`CompactReplayStore`]: super::CompactReplayStore
+///
 /// Entries expire on moka's monotonic clock, with a lifetime taken from the verifier's clock
 /// when they are inserted. If the wall clock is stepped back by some seconds, an entry can
 /// expire that many seconds before its request leaves the window; `CompactReplayStore`, which
