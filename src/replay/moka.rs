@@ -43,7 +43,7 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 ///
 /// Once entries expire as fast as new ones come, moka now and then does a large piece of its
 /// own upkeep inside whichever record comes along: at 10,000 requests a second, a record took
-/// 100–230 ms about once a second on the machine BENCHMARKS.md describes (the compact store's
+/// 20–230 ms about once a second on the machine BENCHMARKS.md describes (the compact store's
 /// longest took 0.13 ms); see the `replay_latency` example. Pick [`CompactReplayStore`] where
 /// tail latency matters.
 ///
