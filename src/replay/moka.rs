@@ -26,12 +26,12 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 ///
 /// Each accepted request costs one entry for its MAC and, while the one-nonce-per-key rule is
 /// on, one for its key id and nonce. An entry is 16 bytes of key and 16 of expiry, plus moka's
-/// own bookkeeping: about 350 bytes in all with moka 0.12, so about 700 bytes per request.
+/// own bookkeeping: about 370 bytes in all with moka 0.12, so about 740 bytes per request.
 ///
 /// The capacity is a hard limit on live entries. When it is reached, new requests are refused
 /// with 503 `nonce_store_full` until entries expire: evicting a live entry would open a replay
 /// hole. The default, 1,200,000 entries, holds 1,000 requests a second for the 600 seconds an
-/// entry can live under the default window (both rules), about 420 MB at full occupancy. The
+/// entry can live under the default window (both rules), about 440 MB at full occupancy. The
 /// store counts entries in as it inserts them and, when the count reaches the capacity, sets it
 /// to moka's own count of the entries still held (expired ones removed) before it refuses.
 ///
@@ -42,10 +42,10 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 /// others come, moka shrinks and regrows the table on its own, as it would without this.
 ///
 /// Once entries expire as fast as new ones come, moka now and then does a large piece of its
-/// own upkeep inside whichever record comes along: at 10,000 requests a second, a record took
-/// 20–230 ms about once a second on the machine BENCHMARKS.md describes (the compact store's
-/// longest took 0.13 ms); see the `replay_latency` example. Pick [`CompactReplayStore`] where
-/// tail latency matters.
+/// own upkeep inside whichever record comes along, and the record waits for it: on the machine
+/// BENCHMARKS.md describes, up to 228 ms at 10,000 requests a second, and up to 66 ms, in
+/// bursts, at 1,000 a second with the default window (the compact store's longest: 0.13 ms).
+/// See the `replay_latency` example. Pick [`CompactReplayStore`] where tail latency matters.
 ///
 /// [`CompactReplayStore`]: super::CompactReplayStore
 ///
@@ -201,8 +201,9 @@ impl MokaReplayStore {
     /// locks every key it inserts or removes (about a third of a record's cost). Instead the
     /// count only goes up, until the store looks full: then, with every stripe held (so that no
     /// insert is under way between moka's count and ours), it is set to moka's. That stops every
-    /// insert for a moment, so a full store does it at most once per clock second, and refuses
-    /// the other requests of that second at once.
+    /// insert while moka's upkeep runs, which can take long (see the type's docs), so a full
+    /// store does it at most once per clock second, and refuses the other requests of that
+    /// second at once.
     fn reconcile(&self) {
         let inner = &*self.inner;
         let _stripes: Vec<_> = inner.stripes.iter().map(|stripe| lock(&stripe.0)).collect();
