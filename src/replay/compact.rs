@@ -44,8 +44,9 @@ const SLOTS: usize = 3;
 ///
 /// Expired entries are swept out of a shard once its clock has moved on 16 seconds since its
 /// last sweep, and from every shard (at most once per clock second) before a request is
-/// refused as full; until then a new entry may take an expired entry's slot. Expiry follows the [`ReplayRecord::now`] the verifier passes in, not a clock of the
-/// store's own, so a [`ManualClock`](crate::clock::ManualClock) moves it in tests.
+/// refused as full; until then a new entry may take an expired entry's slot. Expiry follows
+/// the [`ReplayRecord::now`] the verifier passes in, not a clock of the store's own, so a
+/// [`ManualClock`](crate::clock::ManualClock) moves it in tests.
 ///
 /// The capacity is a hard limit on live entries, as with moka: when it is reached, new requests
 /// are refused with 503 `nonce_store_full` until entries expire, and nothing live is evicted.

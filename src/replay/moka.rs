@@ -45,8 +45,8 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 /// own upkeep inside whichever record comes along, and the record waits for it: on the machine
 /// BENCHMARKS.md describes, about once a second at 10,000 requests a second (up to 321 ms),
 /// and up to 123 ms, in bursts, at 1,000 a second with the default window (the compact store's
-/// longest: 0.22 ms).
-/// See the `replay_latency` example. Pick [`CompactReplayStore`] where tail latency matters.
+/// longest: 0.22 ms); see the `replay_latency` example. Pick [`CompactReplayStore`] where tail
+/// latency matters.
 ///
 /// [`CompactReplayStore`]: super::CompactReplayStore
 ///

@@ -157,7 +157,8 @@ impl<Sch: Clone> VerifyLayer<Sch> {
 
     /// Where accepted requests are remembered, to refuse their replays. Defaults to a
     /// [`MokaReplayStore`] with its default capacity, private to this layer and its clones,
-    /// built when the first request is recorded.
+    /// built with the first service made from the layer (so a layer given another store never
+    /// builds it).
     ///
     /// [`MokaReplayStore`]: crate::replay::MokaReplayStore
     pub fn replay_store(self, store: impl ReplayStore) -> Self {
