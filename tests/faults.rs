@@ -166,6 +166,13 @@ impl ReplayStore for FaultyReplayStore {
     fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
         self.at_once.then(|| self.answer(request)).flatten()
     }
+
+    fn prefetch(&self, request: &ReplayRecord<'_>) {
+        assert_ne!(
+            request.nonce, "panic-in-prefetch",
+            "(on purpose, in a test)"
+        );
+    }
 }
 
 /// A key store written without `async_trait`, that panics in `lookup` itself, before it
@@ -290,6 +297,28 @@ async fn a_replay_store_that_errors_hangs_or_panics_costs_one_request_a_503() {
                 expect(&app, get(KEY_ID, &after), 401, "replayed_nonce").await;
             }
         }
+    }
+}
+
+#[tokio::test]
+async fn a_replay_store_that_panics_on_the_prefetch_hint_still_records_the_request() {
+    for (keys, at_once) in [
+        (FaultyKeyStore::AT_ONCE, true),
+        (FaultyKeyStore::AWAITED, false),
+    ] {
+        let store = FaultyReplayStore {
+            store: MokaReplayStore::default(),
+            at_once,
+        };
+        let app = router(layer(keys).replay_store(store));
+        expect_ok(&app, get(KEY_ID, "panic-in-prefetch")).await;
+        expect(
+            &app,
+            get(KEY_ID, "panic-in-prefetch"),
+            401,
+            "replayed_nonce",
+        )
+        .await;
     }
 }
 

@@ -728,3 +728,80 @@ async fn the_inner_service_sees_the_authorization_header_marked_sensitive() {
         .unwrap();
     assert_eq!(body.to_bytes(), "true");
 }
+
+/// A replay store that logs what the verifier asks of it, and records with moka.
+#[derive(Clone, Default)]
+struct Logged {
+    store: MokaReplayStore,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Logged {
+    fn note(&self, call: &str, request: &ReplayRecord<'_>) {
+        let entry = format!("{call} {}", request.nonce);
+        self.log.lock().unwrap().push(entry);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.log.lock().unwrap())
+    }
+}
+
+#[armor_psk::async_trait]
+impl ReplayStore for Logged {
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        self.note("record", request);
+        self.store.record(request).await
+    }
+
+    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        self.note("record", request);
+        self.store.record_now(request)
+    }
+
+    fn prefetch(&self, request: &ReplayRecord<'_>) {
+        self.note("prefetch", request);
+    }
+}
+
+#[tokio::test]
+async fn the_replay_store_hears_of_a_request_before_its_mac_is_checked_and_records_it_after() {
+    let clock = ManualClock::new(NOW);
+    let store = Logged::default();
+    let app = router(layer(&clock).replay_store(store.clone()));
+
+    let (status, _, _) = send(&app, signed_at(NOW, "get")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(store.take(), ["prefetch get", "record get"]);
+
+    // A MAC that does not verify: the store was told, and recorded nothing.
+    let header = signer()
+        .authorization_with(&Method::GET, "/accounts/2", b"", "forged", NOW)
+        .unwrap();
+    expect_refusal(
+        &app,
+        with_header("/accounts/3", header),
+        401,
+        "bad_signature",
+    )
+    .await;
+    assert_eq!(store.take(), ["prefetch forged"]);
+    let (status, _, _) = send(&app, signed_at(NOW, "forged")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the forged request's nonce is still free"
+    );
+    store.take();
+
+    // A request with a body takes the awaited path: the same order.
+    let signer = signer();
+    let request = signed(Method::POST, "/accounts", "{}", &signer);
+    let (status, _, body) = send(&app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    let nonce = body["nonce"].as_str().unwrap();
+    assert_eq!(
+        store.take(),
+        [format!("prefetch {nonce}"), format!("record {nonce}")]
+    );
+}

@@ -81,6 +81,11 @@ struct Inner {
     swept_all_at: AtomicU64,
     hashing: KeyHashing,
     nonce_keys: NonceKeys,
+    /// Where each shard's table starts in memory, and how many buckets each has, so that a
+    /// key's first line can be prefetched without taking its shard's lock. Tables are
+    /// allocated when the store is built and never move.
+    table_addresses: Box<[usize]>,
+    buckets_per_table: usize,
 }
 
 struct Shard {
@@ -539,6 +544,19 @@ impl KeyTable for CompactReplayStore {
         self.remove_key(Key::from(key), expires);
     }
 
+    /// Each key's shard lock and first table line.
+    fn prefetch(&self, request: &ReplayRecord<'_>) {
+        let inner = &*self.inner;
+        let (mac, nonce) = keys::request_keys(self, request);
+        for key in std::iter::once(mac).chain(nonce).map(Key::from) {
+            let shard = self.shard_of(key);
+            let home = keys::reduce(inner.hashing.hash(key.into()), inner.buckets_per_table);
+            keys::prefetch_line(std::ptr::from_ref(&inner.shards[shard]) as usize);
+            let bucket = home * std::mem::size_of::<Bucket>();
+            keys::prefetch_line(inner.table_addresses[shard] + bucket);
+        }
+    }
+
     fn nonce_keys(&self) -> &NonceKeys {
         &self.inner.nonce_keys
     }
@@ -577,10 +595,17 @@ impl CompactReplayStoreBuilder {
     pub fn build(self) -> CompactReplayStore {
         let shards = shard_count(self.capacity);
         let share = self.capacity.div_ceil(shards as u64);
-        let shards = (0..shards)
-            .map(|_| {
+        let tables: Vec<Table> = (0..shards).map(|_| Table::new(share)).collect();
+        let table_addresses = tables
+            .iter()
+            .map(|table| table.buckets.as_ptr() as usize)
+            .collect();
+        let buckets_per_table = tables[0].buckets.len();
+        let shards = tables
+            .into_iter()
+            .map(|table| {
                 Padded(Mutex::new(Shard {
-                    table: Table::new(share),
+                    table,
                     len: 0,
                     reserve: 0,
                     swept_at: 0,
@@ -590,6 +615,8 @@ impl CompactReplayStoreBuilder {
         CompactReplayStore {
             inner: Arc::new(Inner {
                 shards,
+                table_addresses,
+                buckets_per_table,
                 claimed: AtomicU64::new(0),
                 reserves_out: AtomicU64::new(0),
                 // Small enough that reserves are a small part of each shard's share.

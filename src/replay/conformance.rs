@@ -102,6 +102,20 @@ pub(super) async fn a_full_store_refuses_and_evicts_nothing<S: TestStore>() {
     assert_eq!(store.live_entries(), 4);
 }
 
+pub(super) async fn a_prefetched_request_is_not_recorded<S: TestStore>() {
+    let store = S::default();
+    let mac = [4u8; 64];
+    store.prefetch(&record(&mac, "n"));
+    assert_eq!(store.live_entries(), 0);
+    assert_eq!(fresh(&store, &record(&mac, "n")).await, Recorded::Fresh);
+    store.prefetch(&record(&mac, "n"));
+    assert_eq!(
+        fresh(&store, &record(&mac, "n")).await,
+        Recorded::ReplayedMac
+    );
+    assert_eq!(store.live_entries(), 2);
+}
+
 /// 32 copies of one request, and 32 requests sharing one nonce, on two worker threads.
 pub(super) async fn concurrent_copies_are_accepted_once<S: TestStore>() {
     let store = S::default();
@@ -153,6 +167,11 @@ macro_rules! suite {
             #[tokio::test]
             async fn a_full_store_refuses_and_evicts_nothing() {
                 conformance::a_full_store_refuses_and_evicts_nothing::<$store>().await
+            }
+
+            #[tokio::test]
+            async fn a_prefetched_request_is_not_recorded() {
+                conformance::a_prefetched_request_is_not_recorded::<$store>().await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

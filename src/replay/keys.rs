@@ -32,6 +32,11 @@ pub(super) trait KeyTable {
         None
     }
 
+    /// [`ReplayStore::prefetch`](super::ReplayStore::prefetch); the default does nothing.
+    fn prefetch(&self, request: &ReplayRecord<'_>) {
+        let _ = request;
+    }
+
     /// Makes rule 2's keys.
     fn nonce_keys(&self) -> &NonceKeys;
 
@@ -53,10 +58,7 @@ pub(super) fn record_in<T: KeyTable>(
     request: &ReplayRecord<'_>,
 ) -> Result<Recorded, ReplayStoreError> {
     let entry = table.entry(request);
-    let mac_key = mac_key(request.mac);
-    let nonce_key = request
-        .unique_nonce
-        .then(|| table.nonce_keys().key(request.key_id, request.nonce));
+    let (mac_key, nonce_key) = request_keys(table, request);
     if let Some(recorded) =
         nonce_key.and_then(|nonce_key| table.insert_both(mac_key, nonce_key, entry))
     {
@@ -72,6 +74,32 @@ pub(super) fn record_in<T: KeyTable>(
     .map_err(|StoreFull| ReplayStoreError::Full {
         capacity: table.capacity(),
     })
+}
+
+/// Rule 1's key of `request` and, when rule 2 applies, rule 2's.
+pub(super) fn request_keys<T: KeyTable>(
+    table: &T,
+    request: &ReplayRecord<'_>,
+) -> (u128, Option<u128>) {
+    let nonce_key = request
+        .unique_nonce
+        .then(|| table.nonce_keys().key(request.key_id, request.nonce));
+    (mac_key(request.mac), nonce_key)
+}
+
+/// Asks the processor to start loading the cache line at `address` and go on; it is there
+/// (or on its way) when it is read. Nothing is read: any address will do, and none faults.
+#[allow(unsafe_code)]
+pub(super) fn prefetch_line(address: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` is part of SSE, which every x86-64 processor has; it is a hint
+    // that reads nothing into the program, and it does not fault on any address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(address as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 /// Which rule a key is for.
@@ -130,6 +158,10 @@ macro_rules! replay_store_at_once {
                 request: &$crate::replay::ReplayRecord<'_>,
             ) -> Option<Result<$crate::replay::Recorded, $crate::replay::ReplayStoreError>> {
                 Some($crate::replay::keys::record_in(self, request))
+            }
+
+            fn prefetch(&self, request: &$crate::replay::ReplayRecord<'_>) {
+                $crate::replay::keys::KeyTable::prefetch(self, request);
             }
         }
     };

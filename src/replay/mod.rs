@@ -133,6 +133,16 @@ pub trait ReplayStore: Send + Sync + 'static {
         let _ = request;
         None
     }
+
+    /// A hint, given before the request's MAC is computed, that `request` may be recorded
+    /// next: an in-memory store can start loading the memory the record will touch, so that it
+    /// arrives while the MAC is computed rather than after. The request is not verified yet:
+    /// nothing may be recorded, and a hint that is never followed by `record` must do no harm.
+    ///
+    /// Defaults to nothing. An implementation must be quick and must not block.
+    fn prefetch(&self, request: &ReplayRecord<'_>) {
+        let _ = request;
+    }
 }
 
 #[async_trait]
@@ -144,6 +154,10 @@ impl<T: ReplayStore + ?Sized> ReplayStore for std::sync::Arc<T> {
     fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
         (**self).record_now(request)
     }
+
+    fn prefetch(&self, request: &ReplayRecord<'_>) {
+        (**self).prefetch(request);
+    }
 }
 
 #[async_trait]
@@ -154,5 +168,9 @@ impl ReplayStore for Box<dyn ReplayStore> {
 
     fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
         (**self).record_now(request)
+    }
+
+    fn prefetch(&self, request: &ReplayRecord<'_>) {
+        (**self).prefetch(request);
     }
 }

@@ -16,7 +16,7 @@ use super::{ResponseFuture, Scheme};
 use crate::key_store::{KeyStore, KeyStoreError, Secret};
 use crate::psk::{ArmorPsk, BodyForm};
 use crate::rejection::Rejection;
-use crate::replay::{Recorded, ReplayStoreError};
+use crate::replay::{Recorded, ReplayRecord, ReplayStore, ReplayStoreError};
 
 /// The service a [`VerifyLayer`] wraps around an inner service.
 ///
@@ -171,18 +171,23 @@ fn verify_now<Sch: Scheme>(
     if let Err(rejection) = check_declared_length(config, &parts.headers) {
         return Now::Refused(rejection);
     }
+    // No time has passed since the header was checked: `now` still holds.
+    let record = match scheme.replay_record(&claim, now) {
+        Ok(record) => record,
+        Err(rejection) => return Now::Refused(rejection),
+    };
+    let store = config.replay_store.get();
+    if let Some(record) = &record {
+        prefetch(store, record);
+    }
     let mut body = VerifiedBody::default();
     let form = match scheme.verify(&claim, &secret, &parts, &mut body) {
         Ok(form) => form,
         Err(rejection) => return Now::Refused(rejection),
     };
-    // No time has passed since the header was checked: `now` still holds.
-    let recorded = match scheme.replay_record(&claim, now) {
-        Ok(Some(record)) => {
-            guarded_now(|| config.replay_store.get().record_now(&record)).map(record_outcome)
-        }
-        Ok(None) => Some(Ok(())),
-        Err(rejection) => Some(Err(rejection)),
+    let recorded = match &record {
+        Some(record) => guarded_now(|| store.record_now(record)).map(record_outcome),
+        None => Some(Ok(())),
     };
     match recorded {
         Some(Ok(())) => Now::Admitted(admit(config, claim, form, parts, body)),
@@ -268,6 +273,9 @@ where
             timeout_secs: config.body_timeout.as_secs(),
         })??;
 
+    if let Ok(Some(record)) = scheme.replay_record(&claim, config.clock.now_unix()) {
+        prefetch(config.replay_store.get(), &record);
+    }
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
     record_and_admit(config, claim, form, parts, body, true).await
@@ -297,6 +305,16 @@ async fn record_and_admit<Sch: Scheme>(
         record_outcome(outcome)?;
     }
     Ok(admit(&config, claim, form, parts, body))
+}
+
+/// Tells the replay store what it may be asked to record once the MAC is computed, so that
+/// the memory the record touches is loaded meanwhile (a large table's lines are cache misses).
+/// A hint: a store that panics on it is logged, and asked again to record.
+fn prefetch(store: &dyn ReplayStore, record: &ReplayRecord<'_>) {
+    let hint = std::panic::AssertUnwindSafe(|| store.prefetch(record));
+    if std::panic::catch_unwind(hint).is_err() {
+        tracing::error!("replay store prefetch panicked");
+    }
 }
 
 /// The secret a key store answered with, or the request's refusal.
