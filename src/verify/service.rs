@@ -193,7 +193,7 @@ fn verify_now<Sch: Scheme>(
         Some(Ok(())) => Now::Admitted(admit(config, claim, form, parts, body)),
         Some(Err(rejection)) => Now::Refused(rejection),
         None => {
-            let rest = record_and_admit(Arc::clone(config), claim, form, parts, body, false);
+            let rest = record_and_admit(Arc::clone(config), claim, form, parts, body);
             Now::Wait(Either::Right(rest))
         }
     }
@@ -278,27 +278,23 @@ where
     }
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
-    record_and_admit(config, claim, form, parts, body, true).await
+    record_and_admit(config, claim, form, parts, body).await
 }
 
 /// Records the verified request against replays, then hands it over. The clock is read here:
-/// reading the body, or waiting to be polled, took time. `ask_now`: whether to ask the replay
-/// store to answer at once before awaiting it (not when it just said it cannot).
+/// reading the body, or waiting to be polled, took time. The store is asked to answer at once
+/// first (a store that cannot says so at once).
 async fn record_and_admit<Sch: Scheme>(
     config: Arc<Config<Sch>>,
     claim: Sch::Claim,
     form: BodyForm,
     parts: http::request::Parts,
     body: VerifiedBody,
-    ask_now: bool,
 ) -> Result<Request<VerifiedBody>, Rejection> {
     let now = config.clock.now_unix();
     if let Some(record) = config.scheme.replay_record(&claim, now)? {
         let store = config.replay_store.get();
-        let answered = ask_now
-            .then(|| guarded_now(|| store.record_now(&record)))
-            .flatten();
-        let outcome = match answered {
+        let outcome = match guarded_now(|| store.record_now(&record)) {
             Some(outcome) => outcome,
             None => guarded(config.store_timeout, || store.record(&record)).await,
         };
