@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule};
+use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule, StoreFull};
 use super::{Recorded, ReplayRecord};
 
 /// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
@@ -536,8 +536,20 @@ impl KeyTable for CompactReplayStore {
         self.insert_key(Key::from(key), expires, now)
     }
 
-    fn insert_both(&self, mac: u128, nonce: u128, (expires, now): (u32, u32)) -> Option<Recorded> {
-        self.try_insert_both(mac, nonce, expires, now)
+    /// Under both shards' locks; when the store looks full, one key at a time after all: making
+    /// room (sweeping every shard, collecting their reserves) needs the locks released, and
+    /// the MAC's key, once in, keeps its claim on the capacity while the nonce's makes room.
+    fn insert_both(
+        &self,
+        mac: u128,
+        nonce: u128,
+        entry: (u32, u32),
+    ) -> Result<Recorded, StoreFull> {
+        let (expires, now) = entry;
+        match self.try_insert_both(mac, nonce, expires, now) {
+            Some(recorded) => Ok(recorded),
+            None => keys::one_at_a_time(self, mac, Some(nonce), entry),
+        }
     }
 
     fn remove(&self, key: u128, (expires, _): (u32, u32)) {

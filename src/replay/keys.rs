@@ -24,12 +24,16 @@ pub(super) trait KeyTable {
     /// Removes `key`, which this request's `entry` was just inserted under.
     fn remove(&self, key: u128, entry: Self::Entry);
 
-    /// Inserts a request's MAC key and nonce key at once, or neither: `Some` with the outcome,
-    /// `None` to have them inserted one at a time (the default; also what a store answers
-    /// when it looks full, for the one-at-a-time path makes room first).
-    fn insert_both(&self, mac: u128, nonce: u128, entry: Self::Entry) -> Option<Recorded> {
-        let _ = (mac, nonce, entry);
-        None
+    /// Inserts a request's MAC key and nonce key under the two rules: both, or neither. The
+    /// default inserts them one at a time, taking the MAC's key out again when the nonce's is
+    /// refused.
+    fn insert_both(
+        &self,
+        mac: u128,
+        nonce: u128,
+        entry: Self::Entry,
+    ) -> Result<Recorded, StoreFull> {
+        one_at_a_time(self, mac, Some(nonce), entry)
     }
 
     /// [`ReplayStore::prefetch`](super::ReplayStore::prefetch); the default does nothing.
@@ -59,21 +63,29 @@ pub(super) fn record_in<T: KeyTable>(
 ) -> Result<Recorded, ReplayStoreError> {
     let entry = table.entry(request);
     let (mac_key, nonce_key) = request_keys(table, request);
-    if let Some(recorded) =
-        nonce_key.and_then(|nonce_key| table.insert_both(mac_key, nonce_key, entry))
-    {
-        return Ok(recorded);
-    }
+    let recorded = match nonce_key {
+        Some(nonce_key) => table.insert_both(mac_key, nonce_key, entry),
+        None => one_at_a_time(table, mac_key, None, entry),
+    };
+    recorded.map_err(|StoreFull| ReplayStoreError::Full {
+        capacity: table.capacity(),
+    })
+}
+
+/// The two rules over [`KeyTable::insert`] and [`KeyTable::remove`], one key at a time.
+pub(super) fn one_at_a_time<T: KeyTable + ?Sized>(
+    table: &T,
+    mac: u128,
+    nonce: Option<u128>,
+    entry: T::Entry,
+) -> Result<Recorded, StoreFull> {
     apply_rules(
         &mut (),
-        mac_key,
-        nonce_key,
+        mac,
+        nonce,
         |(), _, key| table.insert(key, entry),
         |(), key| table.remove(key, entry),
     )
-    .map_err(|StoreFull| ReplayStoreError::Full {
-        capacity: table.capacity(),
-    })
 }
 
 /// Rule 1's key of `request` and, when rule 2 applies, rule 2's.
