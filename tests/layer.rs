@@ -794,6 +794,16 @@ async fn the_replay_store_hears_of_a_request_before_its_mac_is_checked_and_recor
     );
     store.take();
 
+    // Refused before its MAC is computed (an unknown key): the store hears nothing.
+    let stranger = Signer::new("unknown", SECRET)
+        .unwrap()
+        .clock(ManualClock::new(NOW));
+    let header = stranger
+        .authorization_with(&Method::GET, "/accounts/2", b"", "stranger", NOW)
+        .unwrap();
+    expect_refusal(&app, with_header("/accounts/2", header), 401, "unknown_key").await;
+    assert!(store.take().is_empty());
+
     // A request with a body takes the awaited path: the same order.
     let signer = signer();
     let request = signed(Method::POST, "/accounts", "{}", &signer);

@@ -158,7 +158,7 @@ impl Table {
 
     /// The bucket a probe for `key` starts at.
     fn home(&self, key: Key, hashing: &KeyHashing) -> usize {
-        keys::reduce(hashing.hash(key.into()), self.buckets.len())
+        home_bucket(key, hashing, self.buckets.len())
     }
 
     fn next(&self, bucket: usize) -> usize {
@@ -227,6 +227,11 @@ impl Table {
     }
 }
 
+/// The bucket a probe for `key` starts at, in a table of `buckets`.
+fn home_bucket(key: Key, hashing: &KeyHashing, buckets: usize) -> usize {
+    keys::reduce(hashing.hash(key.into()), buckets)
+}
+
 /// Unix seconds as stored: clamped into `1..=u32::MAX` (good until 2106; 0 marks an empty
 /// slot). Clamping keeps the order of any two times, so an entry is never taken for expired
 /// earlier than it is.
@@ -284,6 +289,18 @@ impl CompactReplayStore {
     fn shard_of(&self, key: Key) -> usize {
         let shards = self.inner.shards.len();
         keys::reduce(self.inner.hashing.other_hash(key.into()), shards)
+    }
+
+    /// Where `key`'s shard lock and the first table line it is looked for in are, found
+    /// without taking the lock.
+    fn lines_of(&self, key: Key) -> [usize; 2] {
+        let inner = &*self.inner;
+        let shard = self.shard_of(key);
+        let home = home_bucket(key, &inner.hashing, inner.buckets_per_table);
+        [
+            std::ptr::from_ref(&inner.shards[shard]) as usize,
+            inner.table_addresses[shard] + home * std::mem::size_of::<Bucket>(),
+        ]
     }
 
     fn lock_for(&self, key: Key) -> MutexGuard<'_, Shard> {
@@ -558,14 +575,9 @@ impl KeyTable for CompactReplayStore {
 
     /// Each key's shard lock and first table line.
     fn prefetch(&self, request: &ReplayRecord<'_>) {
-        let inner = &*self.inner;
         let (mac, nonce) = keys::request_keys(self, request);
         for key in std::iter::once(mac).chain(nonce).map(Key::from) {
-            let shard = self.shard_of(key);
-            let home = keys::reduce(inner.hashing.hash(key.into()), inner.buckets_per_table);
-            keys::prefetch_line(std::ptr::from_ref(&inner.shards[shard]) as usize);
-            let bucket = home * std::mem::size_of::<Bucket>();
-            keys::prefetch_line(inner.table_addresses[shard] + bucket);
+            self.lines_of(key).into_iter().for_each(keys::prefetch_line);
         }
     }
 
@@ -779,6 +791,29 @@ mod tests {
         }
         assert_eq!(shard_count(4), 1);
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
+    }
+
+    #[test]
+    fn the_prefetched_lines_are_the_lock_and_first_bucket_a_record_reads() {
+        for capacity in [10, 10_000, 1_200_000] {
+            let store = CompactReplayStore::builder().capacity(capacity).build();
+            let hashing = &store.inner.hashing;
+            for i in 0..2_000u128 {
+                let key = Key::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834));
+                let shard = store.shard_of(key);
+                let table = &store.lock(shard).table;
+                let bucket = &table.buckets[table.home(key, hashing)];
+                let lock = &store.inner.shards[shard];
+                assert_eq!(
+                    store.lines_of(key),
+                    [
+                        std::ptr::from_ref(lock) as usize,
+                        std::ptr::from_ref(bucket) as usize
+                    ],
+                    "{capacity}"
+                );
+            }
+        }
     }
 
     #[test]

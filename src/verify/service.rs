@@ -171,23 +171,22 @@ fn verify_now<Sch: Scheme>(
     if let Err(rejection) = check_declared_length(config, &parts.headers) {
         return Now::Refused(rejection);
     }
-    // No time has passed since the header was checked: `now` still holds.
-    let record = match scheme.replay_record(&claim, now) {
-        Ok(record) => record,
-        Err(rejection) => return Now::Refused(rejection),
-    };
+    // No time has passed since the header was checked: `now` still holds. The record is made
+    // before the MAC for the store's hint; a refusal of it still comes after the MAC's.
+    let record = scheme.replay_record(&claim, now);
     let store = config.replay_store.get();
-    if let Some(record) = &record {
-        prefetch(store, record);
+    if let Ok(Some(record)) = &record {
+        hint_replay_store(store, record);
     }
     let mut body = VerifiedBody::default();
     let form = match scheme.verify(&claim, &secret, &parts, &mut body) {
         Ok(form) => form,
         Err(rejection) => return Now::Refused(rejection),
     };
-    let recorded = match &record {
-        Some(record) => guarded_now(|| store.record_now(record)).map(record_outcome),
-        None => Some(Ok(())),
+    let recorded = match record {
+        Ok(Some(record)) => guarded_now(|| store.record_now(&record)).map(record_outcome),
+        Ok(None) => Some(Ok(())),
+        Err(rejection) => Some(Err(rejection)),
     };
     match recorded {
         Some(Ok(())) => Now::Admitted(admit(config, claim, form, parts, body)),
@@ -273,8 +272,10 @@ where
             timeout_secs: config.body_timeout.as_secs(),
         })??;
 
+    // Only for the hint: the record itself is made after the MAC, with the clock read again
+    // (hashing a large body takes time, and the window is checked once more).
     if let Ok(Some(record)) = scheme.replay_record(&claim, config.clock.now_unix()) {
-        prefetch(config.replay_store.get(), &record);
+        hint_replay_store(config.replay_store.get(), &record);
     }
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
@@ -306,7 +307,7 @@ async fn record_and_admit<Sch: Scheme>(
 /// Tells the replay store what it may be asked to record once the MAC is computed, so that
 /// the memory the record touches is loaded meanwhile (a large table's lines are cache misses).
 /// A hint: a store that panics on it is logged, and asked again to record.
-fn prefetch(store: &dyn ReplayStore, record: &ReplayRecord<'_>) {
+fn hint_replay_store(store: &dyn ReplayStore, record: &ReplayRecord<'_>) {
     let hint = std::panic::AssertUnwindSafe(|| store.prefetch(record));
     if std::panic::catch_unwind(hint).is_err() {
         tracing::error!("replay store prefetch panicked");
