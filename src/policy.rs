@@ -6,9 +6,13 @@
 //! [`RoutePolicy::allow`] change it, and [`RoutePolicy::forbids`] answers for one request.
 //!
 //! Patterns are absolute paths whose segments are literals, `{name}` (one non-empty segment)
-//! or `{name:int}` (ASCII digits only). Matching is made to deny rather than to miss:
-//! literals match case-insensitively (the Armor API's routes do), the path is percent-decoded
-//! segment by segment before matching, and a trailing slash is optional on both sides.
+//! or `{name:int}` (an integer as routers parse one: ASCII digits with an optional sign, and
+//! white space around them, which ASP.NET's `int` constraint allows). Matching is made to deny
+//! rather than to miss: literals match case-insensitively (the Armor API's routes do), the
+//! path is percent-decoded segment by segment, a trailing slash is optional on both sides, and
+//! a rule matches if it matches the path either as sent (axum routes on that, and hands `..`
+//! to a handler as a parameter) or normalised (empty and `.` segments dropped, `..` resolved,
+//! as a backend that resolves paths reads it).
 //!
 //! ```
 //! use armor_psk::policy::RoutePolicy;
@@ -17,7 +21,9 @@
 //! let policy = RoutePolicy::armor_default();
 //! assert!(policy.forbids(&Method::GET, "/users/42/keys"));
 //! assert!(policy.forbids(&Method::PUT, "/users/42"));
-//! assert!(!policy.forbids(&Method::PUT, "/users/abc")); // {id:int} takes digits only
+//! assert!(!policy.forbids(&Method::PUT, "/users/abc")); // {id:int} takes integers only
+//! assert!(policy.forbids(&Method::PUT, "/users/+7")); // as `u64::from_str` does
+//! assert!(policy.forbids(&Method::GET, "/users/../keys")); // axum routes it to /users/{id}/keys
 //! assert!(!policy.forbids(&Method::GET, "/accounts/2"));
 //!
 //! let custom = RoutePolicy::empty().deny(Method::DELETE, "/accounts/{id:int}").unwrap();
@@ -132,15 +138,15 @@ impl RoutePolicy {
     /// Whether an API key may not call `method` on `path` (the path only, without the query).
     /// `HEAD` counts as `GET` (routers answer it with the `GET` handler).
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
-        let segments = path_segments(path);
+        let readings = [segments_as_sent(path), normalised_segments(path)];
         let method = if method == Method::HEAD {
             &Method::GET
         } else {
             method
         };
-        self.rules
-            .iter()
-            .any(|rule| rule.method == *method && rule.matches(&segments))
+        self.rules.iter().any(|rule| {
+            rule.method == *method && readings.iter().any(|segments| rule.matches(segments))
+        })
     }
 
     /// The rules, as `(method, pattern)`.
@@ -182,7 +188,7 @@ impl Rule {
                 .all(|(segment, part)| match segment {
                     Segment::Literal(literal) => literal.eq_ignore_ascii_case(part),
                     Segment::Any => !part.is_empty(),
-                    Segment::Digits => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+                    Segment::Digits => is_integer(part),
                 })
     }
 }
@@ -217,9 +223,28 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, InvalidPattern> {
         .collect()
 }
 
+/// Whether a router's integer parameter takes `part`: Rust's `from_str` takes a sign, and
+/// ASP.NET's `int` constraint white space around the number as well.
+fn is_integer(part: &str) -> bool {
+    let number = part.trim_matches(|c: char| c.is_ascii_whitespace());
+    let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The path's segments as sent, each percent-decoded: nothing dropped or resolved but the
+/// leading slash and one trailing slash.
+fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    if path.is_empty() {
+        return Vec::new();
+    }
+    path.split('/').map(percent_decode).collect()
+}
+
 /// The path's segments, percent-decoded and normalised as a backend that resolves paths would:
 /// empty and `.` segments dropped, `..` taking the segment before it away.
-fn path_segments(path: &str) -> Vec<Cow<'_, str>> {
+fn normalised_segments(path: &str) -> Vec<Cow<'_, str>> {
     let mut segments = Vec::new();
     for segment in path.split('/').map(percent_decode) {
         match segment.as_ref() {
@@ -277,7 +302,11 @@ mod tests {
             ("GET", "/users/7/keys", true),
             ("GET", "/users/abc/keys", true),
             ("GET", "/users//keys", false),
-            ("GET", "/users/%2e%2e/keys", false),
+            // axum routes these to /users/{id}/keys, with `..` or `.` as the id.
+            ("GET", "/users/%2e%2e/keys", true),
+            ("GET", "/users/../keys", true),
+            ("GET", "/users/./keys", true),
+            ("POST", "/users/unlock/../a@b.c", true),
             ("POST", "/users/7/keys", true),
             ("DELETE", "/users/7/keys/k-1", true),
             ("GET", "/users/7/ActivationCode", true),
@@ -285,6 +314,14 @@ mod tests {
             ("GET", "/users/7/activationcode", true),
             ("PUT", "/users/12", true),
             ("PUT", "/users/12a", false),
+            // Integers as routers parse them: a sign, white space around.
+            ("PUT", "/users/+12", true),
+            ("PUT", "/users/%2B12", true),
+            ("PUT", "/users/-12", true),
+            ("PUT", "/users/%2012%20", true),
+            ("PUT", "/users/+", false),
+            ("PUT", "/users/1+2", false),
+            ("POST", "/users/+9/invite", true),
             ("GET", "/users/12", false),
             ("POST", "/users/", true),
             ("POST", "/users", true),

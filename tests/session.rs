@@ -6,7 +6,8 @@ use armor_psk::policy::RoutePolicy;
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User};
 use armor_psk::{Signer, VerifyPskLayer};
 use axum::body::Body;
-use axum::routing::get;
+use axum::extract::Path;
+use axum::routing::{get, put};
 use axum::Router;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -446,6 +447,10 @@ async fn the_policy_holds_behind_nest_for_head_and_for_odd_spellings() {
     let auth = ArmorAuthLayer::new(VerifyPskLayer::new(keys).clock(clock.clone()), sessions);
     let api = Router::new()
         .route("/users/{id}/keys", get(|| async { "keys listed" }))
+        .route(
+            "/users/{id}",
+            put(|Path(id): Path<u64>| async move { format!("updated user {id}") }),
+        )
         .layer(auth);
     let app = TestApp {
         router: Router::new().nest("/api", api.clone()).merge(api),
@@ -455,6 +460,14 @@ async fn the_policy_holds_behind_nest_for_head_and_for_odd_spellings() {
         (Method::GET, "/api/users/7/keys"),
         (Method::HEAD, "/users/7/keys"),
         (Method::HEAD, "/api/users/7/keys"),
+        // axum routes these to /users/{id}/keys with `..` or `.` as the id...
+        (Method::GET, "/users/../keys"),
+        (Method::GET, "/users/%2e%2e/keys"),
+        (Method::GET, "/users/./keys"),
+        // ... and parses `+7` as the u64 7.
+        (Method::PUT, "/users/+7"),
+        (Method::PUT, "/users/%2B7"),
+        (Method::PUT, "/api/users/+7"),
     ] {
         let (status, _) = app.as_key(OPEN_KEY_ID, method.clone(), path, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}");
