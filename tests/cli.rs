@@ -613,6 +613,31 @@ async fn demo_prints_lines_that_work() {
         "{raw}"
     );
     assert!(!body.to_string().contains(&secret));
+
+    // A body cut short under --explain is a read failure, not a body too large.
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /core/x HTTP/1.1\r\nhost: {address}\r\nauthorization: {}\r\ncontent-length: 100\r\n\r\n0123456789",
+        header.to_str().unwrap()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("body_read_failed"), "{answer}");
+
+    // SIGHUP has no file to reload in demo mode, and does not end the server.
+    hang_up(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = server.send(Method::GET, "/metrics", &[], "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        server.logs().contains("no keys file to reload"),
+        "{}",
+        server.logs()
+    );
 }
 
 #[test]

@@ -616,6 +616,12 @@ fn nothing_of_a_session_is_logged_at_any_level() {
             );
             forbidden.text("a wrong password", "not-the-PASSWORD-at-all");
             assert!(call(wrong).await.0.is_client_error());
+            // A username with a line break in it, logged with the refusal.
+            let forging = json(
+                "/auth/authorize",
+                json!({ "username": "x\nFORGED log line", "password": "p" }),
+            );
+            assert!(call(forging).await.0.is_client_error());
             let form = http::Request::post("/auth/authorize")
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(Body::from(format!("username={USER}&password={PASSWORD}")))
@@ -676,6 +682,14 @@ fn nothing_of_a_session_is_logged_at_any_level() {
         "nothing captured:\n{logs}"
     );
     forbidden.assert_absent_from(&logs, "the logs");
+    assert!(
+        logs.contains(r"x\nFORGED"),
+        "the username is logged escaped:\n{logs}"
+    );
+    assert!(
+        !logs.lines().any(|line| line.starts_with("FORGED")),
+        "{logs}"
+    );
     for (name, debug) in debugs {
         forbidden.assert_absent_from(&debug, &format!("{name}'s Debug"));
     }

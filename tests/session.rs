@@ -24,6 +24,7 @@ const PASSWORD: &str = "correct horse battery staple";
 struct TestApp {
     router: Router,
     clock: ManualClock,
+    sessions: Sessions,
 }
 
 fn test_app() -> TestApp {
@@ -57,6 +58,7 @@ fn test_app() -> TestApp {
     TestApp {
         router: api.merge(sessions.router()),
         clock,
+        sessions,
     }
 }
 
@@ -386,13 +388,17 @@ async fn the_policy_is_configurable() {
     let policy = RoutePolicy::empty()
         .deny(Method::GET, "/reports/{id:int}")
         .unwrap();
-    let auth = ArmorAuthLayer::new(VerifyPskLayer::new(keys).clock(clock.clone()), sessions)
-        .route_policy(policy);
+    let auth = ArmorAuthLayer::new(
+        VerifyPskLayer::new(keys).clock(clock.clone()),
+        sessions.clone(),
+    )
+    .route_policy(policy);
     let app = TestApp {
         router: Router::new()
             .route("/{*rest}", get(|| async { "{}" }))
             .layer(auth),
         clock,
+        sessions,
     };
     assert_eq!(
         app.as_key(OPEN_KEY_ID, Method::GET, "/reports/3", None)
@@ -444,7 +450,10 @@ async fn the_policy_holds_behind_nest_for_head_and_for_odd_spellings() {
     let clock = ManualClock::new(NOW);
     let sessions = Sessions::builder(Default::default()).build();
     let keys = MemoryKeyStore::builder().key(OPEN_KEY_ID, SECRET).build();
-    let auth = ArmorAuthLayer::new(VerifyPskLayer::new(keys).clock(clock.clone()), sessions);
+    let auth = ArmorAuthLayer::new(
+        VerifyPskLayer::new(keys).clock(clock.clone()),
+        sessions.clone(),
+    );
     let api = Router::new()
         .route("/users/{id}/keys", get(|| async { "keys listed" }))
         .route(
@@ -455,6 +464,7 @@ async fn the_policy_holds_behind_nest_for_head_and_for_odd_spellings() {
     let app = TestApp {
         router: Router::new().nest("/api", api.clone()).merge(api),
         clock,
+        sessions,
     };
     for (method, path) in [
         (Method::GET, "/api/users/7/keys"),
@@ -493,4 +503,88 @@ async fn the_account_context_is_one_plain_integer() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_account_context"))
     );
+}
+
+#[tokio::test]
+async fn a_new_password_ends_the_sessions_and_codes_of_the_old_one() {
+    let app = test_app();
+    let token = app.token().await;
+    let code = app.code().await;
+    let sessions_before = app.as_user(Method::GET, "/x", &token, None).await.0;
+    assert_eq!(sessions_before, StatusCode::OK);
+
+    // A reload gives ann a new password.
+    let new_hash = hash_password("a new password").unwrap();
+    let user = User::new(USER, new_hash, vec![42, 43]).unwrap();
+    app.sessions.set_users([user].into_iter().collect());
+
+    let (status, body) = app.as_user(Method::GET, "/x", &token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = app.redeem(&code).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_grant"))
+    );
+    let (status, body) = app
+        .post_json("/auth/token/reissue", json!({ "token": token }))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_token"))
+    );
+    // The old password no longer signs in; the new one does.
+    let (status, _) = app
+        .post_json(
+            "/auth/authorize",
+            json!({ "username": USER, "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = app
+        .post_json(
+            "/auth/authorize",
+            json!({ "username": USER, "password": "a new password" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn an_oversized_username_or_password_is_refused_before_it_is_counted_or_hashed() {
+    let app = test_app();
+    let long_name = format!("{}@example.com", "a".repeat(250));
+    let long_password = "p".repeat(1025);
+    for (username, password) in [
+        (long_name.as_str(), PASSWORD),
+        (USER, long_password.as_str()),
+    ] {
+        for _ in 0..4 {
+            let (status, body) = app
+                .post_json(
+                    "/auth/authorize",
+                    json!({ "username": username, "password": password }),
+                )
+                .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("invalid_request"))
+            );
+        }
+    }
+    // Not counted: ann (three failures allowed) still signs in.
+    app.code().await;
+}
+
+#[tokio::test]
+async fn a_token_request_sent_as_json_but_labelled_a_form_is_read_as_json() {
+    let app = test_app();
+    let code = app.code().await;
+    let body = json!({ "code": code, "grant_type": "authorization_code" });
+    let request = Request::post("/auth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, body) = app.send(request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
 }

@@ -39,7 +39,7 @@ pub use store::{CodeGrant, MokaSessionStore, SessionRecord, SessionStore, Sessio
 pub use users::{hash_password, InvalidPasswordHash, User, Users};
 
 use crate::clock::{Clock, SystemClock};
-use users::Throttle;
+use users::{PasswordChecks, Throttle};
 
 /// How long an authorization code can be redeemed: two minutes.
 pub const CODE_LIFETIME_SECS: i64 = 120;
@@ -72,6 +72,7 @@ struct Inner {
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     throttle: Throttle,
+    password_checks: PasswordChecks,
 }
 
 impl fmt::Debug for Sessions {
@@ -105,8 +106,8 @@ impl Sessions {
         )
     }
 
-    /// Replaces the users all at once (for a reload). Live sessions of users who are no longer
-    /// listed stop working at their next request.
+    /// Replaces the users all at once (for a reload). Live sessions and codes of users who are
+    /// no longer listed, or whose password changed, stop working at their next request.
     pub fn set_users(&self, users: Users) {
         *self
             .inner
@@ -124,7 +125,9 @@ impl Sessions {
         let Some(record) = self.inner.store.session(token, self.now()).await? else {
             return Ok(None);
         };
-        Ok(self.users().get(&record.username).map(|user| UserSession {
+        let users = self.users();
+        let user = users.signed_in(&record.username, &record.password_fingerprint);
+        Ok(user.map(|user| UserSession {
             username: user.username().to_owned(),
             accounts: user.accounts().to_vec(),
             expires_at: record.expires_at,
@@ -182,6 +185,7 @@ impl SessionsBuilder {
                 store: self.store,
                 clock: self.clock,
                 throttle: Throttle::new(self.max_failures, self.throttle_period_secs),
+                password_checks: PasswordChecks::new(),
             }),
         }
     }

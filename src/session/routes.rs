@@ -13,15 +13,20 @@ use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
 use super::store::{CodeGrant, SessionRecord, SessionStoreError};
-use super::users::verify_password;
 use super::{Sessions, CODE_LIFETIME_SECS, SESSION_LIFETIME_SECS};
+
+/// Longest username a sign-in may give, in bytes.
+const MAX_USERNAME_LEN: usize = 256;
+/// Longest password a sign-in may give, in bytes.
+const MAX_PASSWORD_LEN: usize = 1024;
 
 /// Why an `/auth` endpoint refused a request. Answered as
 /// `{"error":{"code":"…","message":"…"}}` with the status of [`code`](Self::code).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthEndpointError {
-    /// The body is neither JSON nor a form with the expected fields. 400 `invalid_request`.
+    /// The body is neither JSON nor a form with the expected fields, or a sign-in's username
+    /// is over 256 bytes or its password over 1,024. 400 `invalid_request`.
     #[error("the request body is not a valid {0} request")]
     InvalidRequest(&'static str),
     /// Unknown user or wrong password (one answer for both). 401 `invalid_credentials`.
@@ -121,10 +126,12 @@ struct AuthorizeRequest {
     password: Zeroizing<String>,
 }
 
+/// Both fields required: with optional fields, a JSON body labelled as a form (`curl -d`)
+/// would parse as an empty form and never be read as JSON.
 #[derive(Deserialize)]
 struct TokenRequest {
-    code: Option<String>,
-    grant_type: Option<String>,
+    code: String,
+    grant_type: String,
 }
 
 #[derive(Deserialize)]
@@ -159,28 +166,30 @@ async fn authorize(
     body: Bytes,
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: AuthorizeRequest = parse_body(&headers, &body, "sign-in")?;
+    drop(body);
+    // Before the attempt is counted: the throttle keeps each username it counts.
+    if request.username.len() > MAX_USERNAME_LEN || request.password.len() > MAX_PASSWORD_LEN {
+        return Err(AuthEndpointError::InvalidRequest("sign-in"));
+    }
     let throttle = &sessions.inner.throttle;
     let now = sessions.now();
+    // Usernames are logged escaped (`?`): one with a line break would forge a log line.
     if let Err(retry_after_secs) = throttle.begin_attempt(&request.username, now) {
-        tracing::info!(username = %request.username, "sign-in throttled");
+        tracing::info!(username = ?request.username, "sign-in throttled");
         return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
     }
     let user = sessions.users().get(&request.username).cloned();
-    let password = request.password;
-    let checked_user = user.clone();
-    // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-    let verified =
-        tokio::task::spawn_blocking(move || verify_password(checked_user.as_ref(), &password))
-            .await
-            .unwrap_or(false);
+    let checks = &sessions.inner.password_checks;
+    let verified = checks.check(user.clone(), request.password).await;
     let Some(user) = user.filter(|_| verified) else {
-        tracing::info!(username = %request.username, "sign-in refused");
+        tracing::info!(username = ?request.username, "sign-in refused");
         return Err(AuthEndpointError::InvalidCredentials);
     };
     throttle.clear(&request.username);
     let code = STANDARD.encode(rand::random::<[u8; 32]>());
     let grant = CodeGrant {
         username: user.username().to_owned(),
+        password_fingerprint: user.password_fingerprint().to_owned(),
         expires_at: now + CODE_LIFETIME_SECS,
     };
     sessions.inner.store.insert_code(&code, grant, now).await?;
@@ -195,28 +204,26 @@ async fn token(
     body: Bytes,
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: TokenRequest = parse_body(&headers, &body, "token")?;
-    if request.grant_type.as_deref() != Some("authorization_code") {
+    if request.grant_type != "authorization_code" {
         return Err(AuthEndpointError::UnsupportedGrantType);
     }
-    let code = request
-        .code
-        .ok_or(AuthEndpointError::InvalidRequest("token"))?;
     let now = sessions.now();
     let grant = sessions
         .inner
         .store
-        .redeem_code(&code, now)
+        .redeem_code(&request.code, now)
         .await?
         .ok_or(AuthEndpointError::InvalidGrant)?;
     let users = sessions.users();
     let user = users
-        .get(&grant.username)
+        .signed_in(&grant.username, &grant.password_fingerprint)
         .ok_or(AuthEndpointError::InvalidGrant)?;
     // A UUID's 32 hex digits: the form a public PowerShell client checks for.
     let access_token = uuid::Uuid::new_v4().simple().to_string();
     let expires_at = now + SESSION_LIFETIME_SECS;
     let record = SessionRecord {
         username: user.username().to_owned(),
+        password_fingerprint: user.password_fingerprint().to_owned(),
         expires_at,
     };
     sessions
@@ -240,6 +247,11 @@ async fn reissue(
     body: Bytes,
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: ReissueRequest = parse_body(&headers, &body, "reissue")?;
+    // Only a session that still works is extended: not one whose user is gone or has a new
+    // password.
+    if sessions.session(&request.token).await?.is_none() {
+        return Err(AuthEndpointError::InvalidToken);
+    }
     let now = sessions.now();
     sessions
         .inner

@@ -11,6 +11,11 @@ use moka::Expiry;
 pub struct CodeGrant {
     /// Who signed in.
     pub username: String,
+    /// The user's password when they signed in, as [`User::password_fingerprint`]: the code
+    /// is refused once the password has changed.
+    ///
+    /// [`User::password_fingerprint`]: super::User::password_fingerprint
+    pub password_fingerprint: String,
     /// The last Unix second the code may be redeemed.
     pub expires_at: i64,
 }
@@ -20,6 +25,11 @@ pub struct CodeGrant {
 pub struct SessionRecord {
     /// Who signed in.
     pub username: String,
+    /// The user's password when they signed in, as [`User::password_fingerprint`]: the
+    /// session ends once the password has changed.
+    ///
+    /// [`User::password_fingerprint`]: super::User::password_fingerprint
+    pub password_fingerprint: String,
     /// The last Unix second the token is good for.
     pub expires_at: i64,
 }
@@ -257,6 +267,7 @@ mod tests {
         let store = MokaSessionStore::default();
         let grant = |expires_at| CodeGrant {
             username: "ann".into(),
+            password_fingerprint: "f".into(),
             expires_at,
         };
         store.insert_code("c1", grant(1_120), 1_000).await.unwrap();
@@ -275,6 +286,7 @@ mod tests {
         let store = MokaSessionStore::default();
         let record = SessionRecord {
             username: "ann".into(),
+            password_fingerprint: "f".into(),
             expires_at: 1_900,
         };
         store

@@ -1,18 +1,23 @@
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use moka::ops::compute::Op;
 use moka::sync::Cache;
+use sha2::{Digest, Sha512};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 /// A user who may sign in with FH-AUTH.
 #[derive(Clone)]
 pub struct User {
     username: String,
     password_hash: String,
+    password_fingerprint: String,
     accounts: Vec<i64>,
 }
 
@@ -37,11 +42,21 @@ impl User {
         if !is_argon2 {
             return Err(InvalidPasswordHash { username });
         }
+        let digest = Sha512::digest(password_hash.as_bytes());
+        let password_fingerprint = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok(User {
             username,
             password_hash,
+            password_fingerprint,
             accounts,
         })
+    }
+
+    /// Which password the user has: 32 hex digits of SHA-512 over the password hash (whose
+    /// salt is new with each password). Codes and sessions carry it from the sign-in, and stop
+    /// working once it changes: a new password (after a reload) ends every earlier session.
+    pub fn password_fingerprint(&self) -> &str {
+        &self.password_fingerprint
     }
 
     /// The username.
@@ -76,6 +91,13 @@ impl Users {
     /// The user named `username`.
     pub fn get(&self, username: &str) -> Option<&User> {
         self.by_name.get(&username.to_ascii_lowercase())
+    }
+
+    /// The user named `username`, if they still have the password whose fingerprint a code or
+    /// session carries.
+    pub(crate) fn signed_in(&self, username: &str, password_fingerprint: &str) -> Option<&User> {
+        self.get(username)
+            .filter(|user| user.password_fingerprint == password_fingerprint)
     }
 
     /// How many users there are.
@@ -115,19 +137,87 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
         .to_string())
 }
 
-/// Checks `password` against `user`'s hash, or, for an unknown user, against a hash of the same
-/// cost, so that both answers take about the same time.
-pub(crate) fn verify_password(user: Option<&User>, password: &str) -> bool {
+/// Checks `password` against `user`'s hash, or, for an unknown user, against a hash of
+/// `hash-password`'s cost, so that both answers take about the same time. `memory` is argon2's
+/// working memory, grown to the hash's cost and kept for the next check.
+pub(crate) fn verify_password(
+    user: Option<&User>,
+    password: &str,
+    memory: &mut Vec<Block>,
+) -> bool {
     static STAND_IN: OnceLock<String> = OnceLock::new();
     let stand_in =
         STAND_IN.get_or_init(|| hash_password("a password no one has").unwrap_or_default());
     let hash = user.map_or(stand_in.as_str(), |user| user.password_hash.as_str());
-    let matches = PasswordHash::new(hash).is_ok_and(|hash| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok()
-    });
+    let matches =
+        PasswordHash::new(hash).is_ok_and(|hash| hash_matches(password.as_bytes(), &hash, memory));
     matches && user.is_some()
+}
+
+/// What `PasswordVerifier::verify_password` does, with argon2's blocks from `memory` rather
+/// than a fresh 19 MiB allocation: allocated and freed on every check, glibc kept hundreds of
+/// megabytes of them (250 MB after 40 sign-ins, one at a time).
+fn hash_matches(password: &[u8], hash: &PasswordHash<'_>, memory: &mut Vec<Block>) -> bool {
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (Params::try_from(hash), Algorithm::try_from(hash.algorithm))
+    else {
+        return false;
+    };
+    let Ok(version) = hash.version.map(Version::try_from).transpose() else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let mut computed = Zeroizing::new([0u8; 64]);
+    let Some(computed) = computed.get_mut(..expected.len()) else {
+        return false;
+    };
+    memory.resize(params.block_count(), Block::default());
+    let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    argon2
+        .hash_password_into_with_memory(password, salt, computed, &mut memory[..])
+        .is_ok()
+        && bool::from(computed.ct_eq(expected.as_bytes()))
+}
+
+/// Password checks, one at a time per core: each holds argon2's working memory (19 MiB at
+/// `hash-password`'s cost), and the attempts of unknown usernames are not throttled. Each turn
+/// reuses the memory of an earlier one.
+pub(crate) struct PasswordChecks {
+    turns: Arc<Semaphore>,
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+}
+
+impl PasswordChecks {
+    pub(crate) fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        PasswordChecks {
+            turns: Arc::new(Semaphore::new(cores)),
+            memory: Arc::default(),
+        }
+    }
+
+    /// [`verify_password`] off the async workers, once a turn is free. The turn is given back
+    /// when the check ends, even if the request was dropped meanwhile, and the memory before it.
+    pub(crate) async fn check(&self, user: Option<User>, password: Zeroizing<String>) -> bool {
+        // The semaphore is never closed: a turn always comes.
+        let turn = Arc::clone(&self.turns).acquire_owned().await;
+        let pool = Arc::clone(&self.memory);
+        tokio::task::spawn_blocking(move || {
+            let buffers = || pool.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut memory = buffers().pop().unwrap_or_default();
+            let verified = verify_password(user.as_ref(), &password, &mut memory);
+            buffers().push(memory);
+            drop(turn);
+            verified
+        })
+        .await
+        .unwrap_or(false)
+    }
 }
 
 /// Counts failed sign-ins per username; past the limit, refuses further tries until the period
@@ -185,9 +275,13 @@ mod tests {
     fn verifies_passwords_and_refuses_unknown_users() {
         let hash = hash_password("correct horse").unwrap();
         let user = User::new("Ann@Example.com", hash, vec![1]).unwrap();
-        assert!(verify_password(Some(&user), "correct horse"));
-        assert!(!verify_password(Some(&user), "wrong"));
-        assert!(!verify_password(None, "a password no one has"));
+        let memory = &mut Vec::new();
+        assert!(verify_password(Some(&user), "correct horse", memory));
+        assert!(!verify_password(Some(&user), "wrong", memory));
+        assert!(!verify_password(None, "a password no one has", memory));
+        // The memory is kept at the hash's cost, and reused.
+        assert_eq!(memory.len(), Params::DEFAULT_M_COST as usize);
+        assert!(verify_password(Some(&user), "correct horse", memory));
         let users: Users = [user].into_iter().collect();
         assert!(users.get("ann@example.com").is_some());
         assert!(!format!("{users:?}").contains("argon2"));

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use armor_psk::date_hmac::DateHmac;
 use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
-use armor_psk::psk::ArmorPsk;
+use armor_psk::psk::{ArmorPsk, Credential};
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
 use armor_psk::verify::{OneOf, VerifyLayer};
 use armor_psk::{Rejection, Signer};
@@ -160,6 +160,7 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         .merge(api)
         .layer(middleware::from_fn_with_state(metrics, observe));
 
+    listen_for_hangup(directory.file, sessions);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|error| Fatal(format!("cannot listen on {}: {error}", args.listen)))?;
@@ -169,9 +170,6 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
     println!("armor-psk: serving the Armor API test double on http://{address}");
     if let Some(demo) = &directory.demo {
         print_demo(demo, address)?;
-    }
-    if let Some(store) = directory.file {
-        tokio::spawn(reload_on_hangup(store, sessions));
     }
     tracing::info!(%address, "listening");
     axum::serve(listener, app)
@@ -237,32 +235,43 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Reloads the keys file (keys and users) on SIGHUP. Listening starts before the server
+/// binds its port, and also when there is no file (`--demo`): SIGHUP's default action ends
+/// the process.
 #[cfg(unix)]
-async fn reload_on_hangup(store: FileKeyStore, sessions: Sessions) {
+fn listen_for_hangup(store: Option<FileKeyStore>, sessions: Sessions) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: the keys file will not be reloaded");
         return;
     };
-    while hangup.recv().await.is_some() {
-        // Users first: if either part is broken, nothing is swapped.
-        let outcome = load_users(store.path()).and_then(|users| {
-            let keys = store.reload().map_err(|error| error.to_string())?;
-            let count = users.len();
-            sessions.set_users(users);
-            Ok((keys, count))
-        });
-        match outcome {
-            Ok((keys, users)) => tracing::info!(keys, users, "reloaded {}", store.path().display()),
-            Err(error) => {
-                tracing::error!("reload failed, keeping the keys and users in use: {error}")
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let Some(store) = &store else {
+                tracing::info!("SIGHUP: no keys file to reload (the demo's keys stay)");
+                continue;
+            };
+            // Users first: if either part is broken, nothing is swapped.
+            let outcome = load_users(store.path()).and_then(|users| {
+                let keys = store.reload().map_err(|error| error.to_string())?;
+                let count = users.len();
+                sessions.set_users(users);
+                Ok((keys, count))
+            });
+            match outcome {
+                Ok((keys, users)) => {
+                    tracing::info!(keys, users, "reloaded {}", store.path().display())
+                }
+                Err(error) => {
+                    tracing::error!("reload failed, keeping the keys and users in use: {error}")
+                }
             }
         }
-    }
+    });
 }
 
 #[cfg(not(unix))]
-async fn reload_on_hangup(_: FileKeyStore, _: Sessions) {}
+fn listen_for_hangup(_: Option<FileKeyStore>, _: Sessions) {}
 
 fn identity_json(identity: &Identity) -> Value {
     match identity {
@@ -323,14 +332,14 @@ async fn explain_bad_signatures(
     request: Request,
     next: Next,
 ) -> Response {
-    // Only a request that names ARMOR-PSK can get a bad_signature to explain: leave the rest
-    // unbuffered.
-    let names_psk = request
+    // Only a request with a well-formed ARMOR-PSK credential can get a bad_signature to
+    // explain: the rest go on unbuffered, and the verifier refuses them without reading a body.
+    let well_formed = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.as_bytes().get(..10))
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"ARMOR-PSK "));
-    if !names_psk {
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| Credential::parse(value).is_ok());
+    if !well_formed {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
@@ -343,7 +352,15 @@ async fn explain_bad_signatures(
     let timeout = armor_psk::verify::DEFAULT_BODY_TIMEOUT;
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return Rejection::BodyTooLarge { limit }.into_response(),
+        Ok(Err(error)) => {
+            let too_large = error.into_inner().is::<http_body_util::LengthLimitError>();
+            let rejection = if too_large {
+                Rejection::BodyTooLarge { limit }
+            } else {
+                Rejection::BodyReadFailed
+            };
+            return rejection.into_response();
+        }
         Err(_) => {
             let timeout_secs = timeout.as_secs();
             return Rejection::BodyTimeout { timeout_secs }.into_response();
