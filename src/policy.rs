@@ -7,11 +7,12 @@
 //!
 //! Patterns are absolute paths whose segments are literals, `{name}` (one non-empty segment)
 //! or `{name:int}` (an integer as routers parse one: ASCII digits with an optional sign, and
-//! white space around them, which ASP.NET's `int` constraint allows). Matching is made to deny
+//! the white space around them that ASP.NET's `int` constraint skips). Matching is made to deny
 //! rather than to miss: literals match case-insensitively (the Armor API's routes do), the
 //! path is percent-decoded segment by segment, a trailing slash is optional on both sides, and
-//! a rule matches if it matches the path either as sent (axum routes on that, and hands `..`
-//! to a handler as a parameter) or normalised (empty and `.` segments dropped, `..` resolved,
+//! a rule matches if it matches the path either as sent (axum routes on that, hands `..` to a
+//! handler as a parameter, and gives a capture an empty segment when more path follows) or
+//! normalised (empty and `.` segments dropped, `..` resolved,
 //! as a backend that resolves paths reads it).
 //!
 //! ```
@@ -180,14 +181,18 @@ impl fmt::Debug for RoutePolicy {
 
 impl Rule {
     fn matches(&self, path: &[Cow<'_, str>]) -> bool {
+        let last = path.len().saturating_sub(1);
         self.segments.len() == path.len()
             && self
                 .segments
                 .iter()
                 .zip(path)
-                .all(|(segment, part)| match segment {
+                .enumerate()
+                .all(|(at, (segment, part))| match segment {
                     Segment::Literal(literal) => literal.eq_ignore_ascii_case(part),
-                    Segment::Any => !part.is_empty(),
+                    // axum (matchit) gives a capture an empty segment when more path follows:
+                    // `/users//keys` reaches `/users/{id}/keys`.
+                    Segment::Any => !part.is_empty() || at < last,
                     Segment::Digits => is_integer(part),
                 })
     }
@@ -226,7 +231,7 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, InvalidPattern> {
 /// Whether a router's integer parameter takes `part`: Rust's `from_str` takes a sign, and
 /// ASP.NET's `int` constraint white space around the number as well.
 fn is_integer(part: &str) -> bool {
-    let number = part.trim_matches(|c: char| c.is_ascii_whitespace());
+    let number = part.trim_matches(|c: char| matches!(c, ' ' | '\t'..='\r'));
     let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
@@ -301,7 +306,8 @@ mod tests {
         let cases = [
             ("GET", "/users/7/keys", true),
             ("GET", "/users/abc/keys", true),
-            ("GET", "/users//keys", false),
+            ("GET", "/users//keys", true),
+            ("GET", "/users/7/keys/", true),
             // axum routes these to /users/{id}/keys, with `..` or `.` as the id.
             ("GET", "/users/%2e%2e/keys", true),
             ("GET", "/users/../keys", true),
@@ -319,6 +325,10 @@ mod tests {
             ("PUT", "/users/%2B12", true),
             ("PUT", "/users/-12", true),
             ("PUT", "/users/%2012%20", true),
+            ("PUT", "/users/%0B12", true),
+            ("PUT", "/users/", false),
+            ("GET", "/users/LockedOut/3/", false),
+            ("GET", "/users/LockedOut//a@b.c", true),
             ("PUT", "/users/+", false),
             ("PUT", "/users/1+2", false),
             ("POST", "/users/+9/invite", true),

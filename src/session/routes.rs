@@ -247,18 +247,22 @@ async fn reissue(
     body: Bytes,
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: ReissueRequest = parse_body(&headers, &body, "reissue")?;
-    // Only a session that still works is extended: not one whose user is gone or has a new
-    // password.
-    if sessions.session(&request.token).await?.is_none() {
-        return Err(AuthEndpointError::InvalidToken);
-    }
     let now = sessions.now();
-    sessions
+    let record = sessions
         .inner
         .store
         .extend_session(&request.token, now + SESSION_LIFETIME_SECS, now)
         .await?
         .ok_or(AuthEndpointError::InvalidToken)?;
+    // A session whose user is gone or has a new password is not reissued (extending it in the
+    // store does no harm: every use checks the password again).
+    let users = sessions.users();
+    if users
+        .signed_in(&record.username, &record.password_fingerprint)
+        .is_none()
+    {
+        return Err(AuthEndpointError::InvalidToken);
+    }
     Ok(Json(token_answer(&request.token, None)))
 }
 

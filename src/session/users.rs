@@ -184,9 +184,12 @@ fn hash_matches(password: &[u8], hash: &PasswordHash<'_>, memory: &mut Vec<Block
         && bool::from(computed.ct_eq(expected.as_bytes()))
 }
 
-/// Password checks, one at a time per core: each holds argon2's working memory (19 MiB at
-/// `hash-password`'s cost), and the attempts of unknown usernames are not throttled. Each turn
-/// reuses the memory of an earlier one.
+/// Most password checks at once, however many cores: each keeps argon2's working memory.
+const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 4;
+
+/// Password checks, one at a time per core (at most [`MAX_CONCURRENT_PASSWORD_CHECKS`]): each
+/// holds argon2's working memory (19 MiB at `hash-password`'s cost), and the attempts of unknown
+/// usernames are not throttled. Each turn reuses the memory of an earlier one.
 pub(crate) struct PasswordChecks {
     turns: Arc<Semaphore>,
     memory: Arc<Mutex<Vec<Vec<Block>>>>,
@@ -196,7 +199,7 @@ impl PasswordChecks {
     pub(crate) fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         PasswordChecks {
-            turns: Arc::new(Semaphore::new(cores)),
+            turns: Arc::new(Semaphore::new(cores.min(MAX_CONCURRENT_PASSWORD_CHECKS))),
             memory: Arc::default(),
         }
     }
@@ -285,6 +288,46 @@ mod tests {
         let users: Users = [user].into_iter().collect();
         assert!(users.get("ann@example.com").is_some());
         assert!(!format!("{users:?}").contains("argon2"));
+    }
+
+    #[test]
+    fn checks_every_argon2_variant_as_the_argon2_crate_does() {
+        use argon2::password_hash::PasswordVerifier;
+        let salt = SaltString::generate(&mut OsRng);
+        let variants = [
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(64, 1, 1, None),
+            ),
+            (
+                Algorithm::Argon2i,
+                Version::V0x13,
+                Params::new(32, 2, 2, Some(64)),
+            ),
+            (
+                Algorithm::Argon2d,
+                Version::V0x10,
+                Params::new(16, 3, 1, Some(12)),
+            ),
+        ];
+        let memory = &mut Vec::new();
+        for (algorithm, version, params) in variants {
+            let argon2 = Argon2::new(algorithm, version, params.unwrap());
+            let phc = argon2.hash_password(b"pw", &salt).unwrap().to_string();
+            let hash = PasswordHash::new(&phc).unwrap();
+            for (password, right) in [(&b"pw"[..], true), (b"pW", false), (b"", false)] {
+                assert_eq!(hash_matches(password, &hash, memory), right, "{phc}");
+                let reference = Argon2::default().verify_password(password, &hash).is_ok();
+                assert_eq!(reference, right, "{phc}");
+            }
+            // The same hash with one character of its output changed.
+            let (head, output) = phc.rsplit_once('$').unwrap();
+            let flipped = if output.starts_with('A') { 'B' } else { 'A' };
+            let tampered = format!("{head}${flipped}{}", &output[1..]);
+            let tampered = PasswordHash::new(&tampered).unwrap();
+            assert!(!hash_matches(b"pw", &tampered, memory), "{phc}");
+        }
     }
 
     #[test]
