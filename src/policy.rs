@@ -139,7 +139,9 @@ impl RoutePolicy {
     /// Whether an API key may not call `method` on `path` (the path only, without the query).
     /// `HEAD` counts as `GET` (routers answer it with the `GET` handler).
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
-        let readings = [segments_as_sent(path), normalised_segments(path)];
+        let as_sent = segments_as_sent(path);
+        let normalised = normalised(&as_sent);
+        let readings = [as_sent, normalised];
         let method = if method == Method::HEAD {
             &Method::GET
         } else {
@@ -247,17 +249,17 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
     path.split('/').map(percent_decode).collect()
 }
 
-/// The path's segments, percent-decoded and normalised as a backend that resolves paths would:
-/// empty and `.` segments dropped, `..` taking the segment before it away.
-fn normalised_segments(path: &str) -> Vec<Cow<'_, str>> {
+/// The segments as sent, normalised as a backend that resolves paths would: empty and `.`
+/// segments dropped, `..` taking the segment before it away.
+fn normalised<'a>(as_sent: &[Cow<'a, str>]) -> Vec<Cow<'a, str>> {
     let mut segments = Vec::new();
-    for segment in path.split('/').map(percent_decode) {
+    for segment in as_sent {
         match segment.as_ref() {
             "" | "." => {}
             ".." => {
                 segments.pop();
             }
-            _ => segments.push(segment),
+            _ => segments.push(segment.clone()),
         }
     }
     segments
