@@ -49,6 +49,9 @@ pub const SESSION_LIFETIME_SECS: i64 = 900;
 pub const DEFAULT_MAX_FAILURES: u32 = 5;
 /// The period over which failed sign-ins are counted.
 pub const DEFAULT_THROTTLE_PERIOD_SECS: i64 = 900;
+/// Sign-ins that may wait for a password check; past them, `/auth/authorize` answers 503
+/// `temporarily_unavailable` (see [`SessionsBuilder::max_waiting_sign_ins`]).
+pub const DEFAULT_MAX_WAITING_SIGN_INS: usize = 64;
 
 /// A signed-in user, as found from an access token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,7 +87,8 @@ impl fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// A builder, with the default store, the system clock and the default throttle.
+    /// A builder, with the default store, the system clock, the default throttle and the
+    /// default sign-in queue.
     pub fn builder(users: Users) -> SessionsBuilder {
         SessionsBuilder {
             users,
@@ -92,6 +96,7 @@ impl Sessions {
             clock: Arc::new(SystemClock),
             max_failures: DEFAULT_MAX_FAILURES,
             throttle_period_secs: DEFAULT_THROTTLE_PERIOD_SECS,
+            max_waiting_sign_ins: DEFAULT_MAX_WAITING_SIGN_INS,
         }
     }
 
@@ -143,6 +148,7 @@ pub struct SessionsBuilder {
     clock: Arc<dyn Clock>,
     max_failures: u32,
     throttle_period_secs: i64,
+    max_waiting_sign_ins: usize,
 }
 
 impl fmt::Debug for SessionsBuilder {
@@ -151,6 +157,7 @@ impl fmt::Debug for SessionsBuilder {
             .field("users", &self.users.len())
             .field("max_failures", &self.max_failures)
             .field("throttle_period_secs", &self.throttle_period_secs)
+            .field("max_waiting_sign_ins", &self.max_waiting_sign_ins)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +184,26 @@ impl SessionsBuilder {
         self
     }
 
+    /// At most `max` sign-ins wait for a password check (checks run one at a time per core,
+    /// four at most); past them, `/auth/authorize` answers at once 503 `temporarily_unavailable`
+    /// with `Retry-After: 1`, before the attempt is counted against the username or anything is
+    /// hashed. A sign-in that is dropped while it waits (the client went away) gives back its
+    /// place. With 0, a sign-in is refused unless a check is free. Defaults to
+    /// [`DEFAULT_MAX_WAITING_SIGN_INS`] (64).
+    ///
+    /// ```
+    /// use armor_psk::session::{hash_password, Sessions, User};
+    ///
+    /// let users = [User::new("ann@example.com", hash_password("pw").unwrap(), vec![42]).unwrap()];
+    /// let sessions = Sessions::builder(users.into_iter().collect())
+    ///     .max_waiting_sign_ins(16)
+    ///     .build();
+    /// ```
+    pub fn max_waiting_sign_ins(mut self, max: usize) -> Self {
+        self.max_waiting_sign_ins = max;
+        self
+    }
+
     /// The sessions.
     pub fn build(self) -> Sessions {
         Sessions {
@@ -185,7 +212,7 @@ impl SessionsBuilder {
                 store: self.store,
                 clock: self.clock,
                 throttle: Throttle::new(self.max_failures, self.throttle_period_secs),
-                password_checks: PasswordChecks::new(),
+                password_checks: PasswordChecks::new(self.max_waiting_sign_ins),
             }),
         }
     }

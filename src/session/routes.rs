@@ -50,6 +50,11 @@ pub enum AuthEndpointError {
     /// The session store did not answer. 503 `session_store_unavailable`.
     #[error("the session store is unavailable")]
     StoreUnavailable,
+    /// Too many sign-ins are already waiting for a password check (see
+    /// [`SessionsBuilder::max_waiting_sign_ins`](super::SessionsBuilder::max_waiting_sign_ins)).
+    /// 503 `temporarily_unavailable`, with `Retry-After: 1`.
+    #[error("too many sign-ins are waiting; retry in a second")]
+    TemporarilyUnavailable,
 }
 
 impl AuthEndpointError {
@@ -63,6 +68,7 @@ impl AuthEndpointError {
             AuthEndpointError::InvalidGrant => "invalid_grant",
             AuthEndpointError::InvalidToken => "invalid_token",
             AuthEndpointError::StoreUnavailable => "session_store_unavailable",
+            AuthEndpointError::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 
@@ -76,7 +82,9 @@ impl AuthEndpointError {
             | AuthEndpointError::InvalidGrant
             | AuthEndpointError::InvalidToken => StatusCode::UNAUTHORIZED,
             AuthEndpointError::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AuthEndpointError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthEndpointError::StoreUnavailable | AuthEndpointError::TemporarilyUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }
@@ -97,6 +105,9 @@ impl IntoResponse for AuthEndpointError {
         match self {
             AuthEndpointError::TooManyAttempts { retry_after_secs } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            AuthEndpointError::TemporarilyUnavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             AuthEndpointError::InvalidToken => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("FH-AUTH"));
@@ -171,6 +182,12 @@ async fn authorize(
     if request.username.len() > MAX_USERNAME_LEN || request.password.len() > MAX_PASSWORD_LEN {
         return Err(AuthEndpointError::InvalidRequest("sign-in"));
     }
+    // A place in the queue for a password check before the attempt is counted: a sign-in
+    // refused here costs the username nothing, and hashes nothing.
+    let Ok(place) = sessions.inner.password_checks.enter() else {
+        tracing::warn!("sign-in refused: too many sign-ins waiting for a password check");
+        return Err(AuthEndpointError::TemporarilyUnavailable);
+    };
     let throttle = &sessions.inner.throttle;
     let now = sessions.now();
     // Usernames are logged escaped (`?`): one with a line break would forge a log line.
@@ -179,8 +196,7 @@ async fn authorize(
         return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
     }
     let user = sessions.users().get(&request.username).cloned();
-    let checks = &sessions.inner.password_checks;
-    let verified = checks.check(user.clone(), request.password).await;
+    let verified = place.check(user.clone(), request.password).await;
     let Some(user) = user.filter(|_| verified) else {
         tracing::info!(username = ?request.username, "sign-in refused");
         return Err(AuthEndpointError::InvalidCredentials);
@@ -273,4 +289,241 @@ fn token_answer(access_token: &str, id_token: Option<String>) -> Value {
         "expires_in": SESSION_LIFETIME_SECS / 60,
         "token_type": "Bearer",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The queue of sign-ins waiting for a password check, with the turns held by the test so
+    //! that sign-ins wait exactly where a flood would leave them.
+
+    use std::time::Duration;
+
+    use argon2::password_hash::rand_core::OsRng;
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tokio::sync::OwnedSemaphorePermit;
+    use tokio::task::JoinHandle;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::session::User;
+
+    const USER: &str = "ann@example.com";
+    const PASSWORD: &str = "correct horse";
+
+    /// Sessions with one user, at most `max_waiting` sign-ins waiting, and `max_failures`.
+    fn sessions(max_waiting: usize, max_failures: u32) -> Sessions {
+        // A cheap hash: these tests are about the queue, not argon2's cost.
+        let params = Params::new(8, 1, 1, None).unwrap();
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = argon2.hash_password(PASSWORD.as_bytes(), &salt).unwrap();
+        let user = User::new(USER, hash.to_string(), vec![42]).unwrap();
+        Sessions::builder([user].into_iter().collect())
+            .throttle(max_failures, 900)
+            .max_waiting_sign_ins(max_waiting)
+            .build()
+    }
+
+    /// Every turn for a password check, until dropped: sign-ins then wait.
+    async fn hold_turns(sessions: &Sessions) -> OwnedSemaphorePermit {
+        let turns = sessions.inner.password_checks.turns();
+        let all = u32::try_from(turns.available_permits()).unwrap();
+        assert!(all >= 1);
+        turns.acquire_many_owned(all).await.unwrap()
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Value,
+    }
+
+    /// A sign-in through the router, answered within 10 s (only a broken queue takes longer).
+    async fn sign_in(sessions: &Sessions, username: &str, password: &str) -> Answer {
+        let request = Request::post("/auth/authorize")
+            .header(CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({ "username": username, "password": password }).to_string(),
+            ))
+            .unwrap();
+        let router: Router = sessions.router();
+        let response = tokio::time::timeout(Duration::from_secs(10), router.oneshot(request))
+            .await
+            .expect("the sign-in was answered")
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A sign-in on its own task (the test's runtime has one thread: it runs when the test
+    /// yields).
+    fn spawn_sign_in(sessions: &Sessions, username: &str) -> JoinHandle<StatusCode> {
+        let (sessions, username) = (sessions.clone(), username.to_owned());
+        tokio::spawn(async move { sign_in(&sessions, &username, "wrong").await.status })
+    }
+
+    /// Yields until exactly `count` sign-ins wait for a turn.
+    async fn until_waiting(sessions: &Sessions, count: usize) {
+        let checks = &sessions.inner.password_checks;
+        for _ in 0..10_000 {
+            if checks.waiting() == count {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} sign-ins waiting, not {count}", checks.waiting());
+    }
+
+    /// Two sign-ins waiting, as a flood of wrong ones (random usernames) would leave them.
+    async fn fill_queue(sessions: &Sessions) -> Vec<JoinHandle<StatusCode>> {
+        let flood = vec![
+            spawn_sign_in(sessions, "flood-1@example.com"),
+            spawn_sign_in(sessions, "flood-2@example.com"),
+        ];
+        until_waiting(sessions, 2).await;
+        flood
+    }
+
+    /// Gives the turns back, and waits for the waiting (wrong) sign-ins to be refused.
+    async fn release(turns: OwnedSemaphorePermit, flood: Vec<JoinHandle<StatusCode>>) {
+        drop(turns);
+        for sign_in in flood {
+            assert_eq!(sign_in.await.unwrap(), StatusCode::UNAUTHORIZED);
+        }
+    }
+
+    fn assert_temporarily_unavailable(answer: &Answer) {
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers[RETRY_AFTER], "1");
+        assert_eq!(answer.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(answer.body["error"]["code"], "temporarily_unavailable");
+        assert!(answer.body["error"]["message"].is_string());
+    }
+
+    #[tokio::test]
+    async fn sign_in_past_a_full_queue_is_answered_503_at_once() {
+        let sessions = sessions(2, 5);
+        let turns = hold_turns(&sessions).await;
+        let flood = fill_queue(&sessions).await;
+
+        let answer = sign_in(&sessions, "flood-3@example.com", "wrong").await;
+        assert_temporarily_unavailable(&answer);
+        let answer = sign_in(&sessions, USER, PASSWORD).await;
+        assert_temporarily_unavailable(&answer);
+        assert_eq!(sessions.inner.password_checks.waiting(), 2);
+
+        release(turns, flood).await;
+    }
+
+    #[tokio::test]
+    async fn sign_in_succeeds_once_the_queue_drains() {
+        let sessions = sessions(2, 5);
+        let turns = hold_turns(&sessions).await;
+        let flood = fill_queue(&sessions).await;
+        assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
+
+        release(turns, flood).await;
+        assert_eq!(sessions.inner.password_checks.waiting(), 0);
+        let answer = sign_in(&sessions, USER, PASSWORD).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(answer.body["code"].is_string());
+    }
+
+    #[tokio::test]
+    async fn sign_ins_dropped_while_waiting_give_back_their_places() {
+        let sessions = sessions(2, 5);
+        let turns = hold_turns(&sessions).await;
+        for sign_in in fill_queue(&sessions).await {
+            // The client went away: the request's future is dropped while it waits.
+            sign_in.abort();
+            assert!(sign_in.await.unwrap_err().is_cancelled());
+        }
+        assert_eq!(sessions.inner.password_checks.waiting(), 0);
+
+        // Both places can be taken again, and no more.
+        let flood = fill_queue(&sessions).await;
+        assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
+        release(turns, flood).await;
+        assert_eq!(sessions.inner.password_checks.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn sign_in_refused_503_is_not_counted_by_the_throttle() {
+        // One failure allowed: a second counted attempt would be 429.
+        let sessions = sessions(2, 1);
+        let turns = hold_turns(&sessions).await;
+        let flood = fill_queue(&sessions).await;
+        for _ in 0..3 {
+            assert_temporarily_unavailable(&sign_in(&sessions, USER, "wrong").await);
+        }
+
+        release(turns, flood).await;
+        let answer = sign_in(&sessions, USER, PASSWORD).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    }
+
+    /// tracing-subscriber comes with the `cli` feature.
+    #[cfg(feature = "cli")]
+    mod log {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::sync::Arc;
+
+        use super::*;
+
+        #[tokio::test]
+        async fn sign_in_refused_503_is_logged_once_at_warn_without_the_username() {
+            // A file, as `&File` writes: tracing-subscriber then needs no writer of ours.
+            let captured = Arc::new(tempfile::tempfile().unwrap());
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(Arc::clone(&captured))
+                .finish();
+            // The runtime has one thread: the spawned sign-ins log here too. Other tests hit the
+            // same callsite on other threads, without a subscriber; while one dispatcher is
+            // registered, tracing asks only the registering thread's default, and a callsite first
+            // hit there would be cached as never enabled. With a second, idle dispatcher every
+            // registration asks ours too; the rebuild covers a callsite registered before.
+            let _idle = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+            let _default = tracing::subscriber::set_default(subscriber);
+            tracing::callsite::rebuild_interest_cache();
+
+            let sessions = sessions(2, 5);
+            let turns = hold_turns(&sessions).await;
+            let flood = fill_queue(&sessions).await;
+            assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
+            assert_temporarily_unavailable(&sign_in(&sessions, "bob@example.com", "pw2").await);
+            drop(turns);
+            for sign_in in flood {
+                sign_in.await.unwrap();
+            }
+
+            let mut log = String::new();
+            let mut file = &*captured;
+            file.seek(SeekFrom::Start(0)).unwrap();
+            file.read_to_string(&mut log).unwrap();
+            let refusals: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains("too many sign-ins waiting"))
+                .collect();
+            assert_eq!(refusals.len(), 2, "{log}");
+            for line in refusals {
+                assert!(line.contains("WARN"), "{line}");
+                for secret in [USER, PASSWORD, "bob@example.com", "pw2"] {
+                    assert!(!line.contains(secret), "{line}");
+                }
+            }
+        }
+    }
 }

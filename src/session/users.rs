@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
@@ -9,7 +10,7 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
 /// A user who may sign in with FH-AUTH.
@@ -189,27 +190,113 @@ const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 4;
 
 /// Password checks, one at a time per core (at most [`MAX_CONCURRENT_PASSWORD_CHECKS`]): each
 /// holds argon2's working memory (19 MiB at `hash-password`'s cost), and the attempts of unknown
-/// usernames are not throttled. Each turn reuses the memory of an earlier one.
+/// usernames are not throttled. Each turn reuses the memory of an earlier one. At most
+/// `max_waiting` sign-ins wait for a turn: past them, [`enter`](Self::enter) refuses at once.
 pub(crate) struct PasswordChecks {
     turns: Arc<Semaphore>,
     memory: Arc<Mutex<Vec<Vec<Block>>>>,
+    /// The sign-ins waiting for a turn: exact, as each place in the queue counts itself out
+    /// when its turn comes or it is dropped.
+    waiting: AtomicUsize,
+    max_waiting: usize,
+}
+
+/// Every sign-in that may wait for a turn is already waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueFull;
+
+/// A sign-in's place for a password check, from [`PasswordChecks::enter`]: a turn already, or
+/// a place in the queue for one. Dropping it gives back the turn, or the place.
+pub(crate) struct Place<'a> {
+    checks: &'a PasswordChecks,
+    ticket: Ticket<'a>,
+}
+
+enum Ticket<'a> {
+    Turn(OwnedSemaphorePermit),
+    Waiting(Waiting<'a>),
+}
+
+/// One of the counted places in the queue; counted out when dropped (its turn came, or the
+/// request was dropped while it waited).
+struct Waiting<'a> {
+    waiting: &'a AtomicUsize,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl PasswordChecks {
-    pub(crate) fn new() -> Self {
+    /// Checks one at a time per core, four at most, and at most `max_waiting` sign-ins waiting.
+    pub(crate) fn new(max_waiting: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         PasswordChecks {
             turns: Arc::new(Semaphore::new(cores.min(MAX_CONCURRENT_PASSWORD_CHECKS))),
             memory: Arc::default(),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
         }
     }
 
-    /// [`verify_password`] off the async workers, once a turn is free. The turn is given back
-    /// when the check ends, even if the request was dropped meanwhile, and the memory before it.
-    pub(crate) async fn check(&self, user: Option<User>, password: Zeroizing<String>) -> bool {
-        // The semaphore is never closed: a turn always comes.
-        let turn = Arc::clone(&self.turns).acquire_owned().await;
-        let pool = Arc::clone(&self.memory);
+    /// A turn if one is free, else a place in the queue if there are fewer than `max_waiting`
+    /// sign-ins waiting, else [`QueueFull`]. Taken before the attempt is counted or anything
+    /// hashed, so that a refused sign-in costs nothing.
+    pub(crate) fn enter(&self) -> Result<Place<'_>, QueueFull> {
+        if let Ok(turn) = Arc::clone(&self.turns).try_acquire_owned() {
+            let ticket = Ticket::Turn(turn);
+            return Ok(Place {
+                checks: self,
+                ticket,
+            });
+        }
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting < self.max_waiting).then_some(waiting + 1)
+            })
+            .map_err(|_| QueueFull)?;
+        let ticket = Ticket::Waiting(Waiting {
+            waiting: &self.waiting,
+        });
+        Ok(Place {
+            checks: self,
+            ticket,
+        })
+    }
+
+    /// How many sign-ins wait for a turn.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// The turns, for tests to hold.
+    #[cfg(test)]
+    pub(crate) fn turns(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.turns)
+    }
+}
+
+impl Place<'_> {
+    /// [`verify_password`] off the async workers, once the turn comes (the place in the queue is
+    /// given back then, or when the request is dropped meanwhile). The turn is given back when
+    /// the check ends, even if the request was dropped meanwhile, and the memory before it.
+    pub(crate) async fn check(self, user: Option<User>, password: Zeroizing<String>) -> bool {
+        let turn = match self.ticket {
+            Ticket::Turn(turn) => turn,
+            Ticket::Waiting(place) => {
+                // The semaphore is never closed: a turn always comes.
+                let turn = Arc::clone(&self.checks.turns).acquire_owned().await;
+                drop(place);
+                let Ok(turn) = turn else {
+                    return false;
+                };
+                turn
+            }
+        };
+        let pool = Arc::clone(&self.checks.memory);
         tokio::task::spawn_blocking(move || {
             let buffers = || pool.lock().unwrap_or_else(PoisonError::into_inner);
             let mut memory = buffers().pop().unwrap_or_default();
