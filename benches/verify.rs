@@ -7,7 +7,10 @@
 //!   floor of any verifier (one base64 decode and one HMAC-SHA512, `floor`) and against a peer:
 //!   the `hawk` crate's server-side check of one request header (`hawk_sha512`, `hawk_sha256`:
 //!   parse the header, recompute its MAC, compare, check the timestamp; hawk records no nonce,
-//!   it leaves that to its caller);
+//!   it leaves that to its caller); in the interleaved run also `bare_service`, the same
+//!   requests through the same harness to the no-op service without the layer (building the
+//!   response and dropping the request), so that the layer's own cost can be read apart from
+//!   the harness's ("net of bare_service");
 //! - `verify_body`: 1 KiB, 64 KiB and 1 MiB bodies through the layer, with only the `digest`
 //!   form configured, and with every form while the request was signed `raw` (so the digest is
 //!   tried first, then the raw form), against the floor of one SHA-512 pass over the body.
@@ -127,16 +130,14 @@ impl Hawk {
     }
 }
 
-/// An inner service that does nothing.
-fn no_op() -> impl Service<
-    Request<VerifiedBody>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future: Send,
-> + Clone
+/// A service that does nothing: the layer's inner service, and alone the `bare_service`
+/// contestant (what the bench's own handling of a request costs without the layer).
+fn no_op<B: Send + 'static>(
+) -> impl Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
+       + Clone
        + Send
        + 'static {
-    tower::service_fn(|_req: Request<VerifiedBody>| async {
+    tower::service_fn(|_req: Request<B>| async {
         Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
     })
 }
@@ -273,9 +274,18 @@ fn contestants(
         .build();
     let moka = MokaReplayStore::builder().capacity(replay_capacity).build();
     let layers = [
-        ("layer_null_store", layer_with(NullStore).layer(no_op())),
-        ("layer_compact", layer_with(compact).layer(no_op())),
-        ("layer_moka", layer_with(moka).layer(no_op())),
+        (
+            "layer_null_store",
+            layer_with(NullStore).layer(no_op::<VerifiedBody>()),
+        ),
+        (
+            "layer_compact",
+            layer_with(compact).layer(no_op::<VerifiedBody>()),
+        ),
+        (
+            "layer_moka",
+            layer_with(moka).layer(no_op::<VerifiedBody>()),
+        ),
     ];
     for (_, service) in &layers {
         assert_accepted(runtime, service, signed_get(signer));
@@ -330,12 +340,20 @@ type Contestant<'a> = (&'static str, Box<dyn FnMut(usize) -> Duration + 'a>);
 
 /// Runs `contestants` in turn, `block` inputs each, for `rounds` rounds (the order reversed
 /// every other round), and prints each one's median time per input and its median ratio to
-/// the first contestant (the floor) in the same round.
+/// the first contestant (the floor) in the same round. With `net_of`, the name of a contestant
+/// that does the harness's part of the work alone, it also prints each one's time less that
+/// contestant's, as a ratio to the floor (again the median of the rounds' ratios).
 ///
 /// criterion measures each bench in a stretch of time of its own, and on a shared machine a
 /// noisy stretch can fall on a layer and not on its floor; taking turns in short blocks puts
 /// the noise on both sides of each ratio.
-fn interleave(title: &str, rounds: usize, block: usize, contestants: &mut [Contestant<'_>]) {
+fn interleave(
+    title: &str,
+    rounds: usize,
+    block: usize,
+    contestants: &mut [Contestant<'_>],
+    net_of: Option<&str>,
+) {
     // Nanoseconds per input, by contestant, by round.
     let mut times = vec![Vec::with_capacity(rounds); contestants.len()];
     for round in 0..rounds {
@@ -348,25 +366,36 @@ fn interleave(title: &str, rounds: usize, block: usize, contestants: &mut [Conte
             times[index].push(elapsed.as_secs_f64() * 1e9 / block as f64);
         }
     }
+    // Each round's time less the harness's in the same round (nothing taken off without one).
+    let harness = net_of
+        .and_then(|name| contestants.iter().position(|(named, _)| *named == name))
+        .map_or_else(|| vec![0.0; rounds], |index| times[index].clone());
     println!("{title}: {rounds} rounds of {block} each, interleaved; medians over the rounds");
     println!(
-        "  {:<28} {:>12} {:>14} {:>22}",
-        "contestant", "ns/request", "ratio to floor", "ratio, 10th-90th pct"
+        "  {:<28} {:>12} {:>14} {:>22} {:>18}",
+        "contestant",
+        "ns/request",
+        "ratio to floor",
+        "ratio, 10th-90th pct",
+        net_of.map_or(String::new(), |name| format!("net of {name}")),
     );
     for (index, (name, _)) in contestants.iter().enumerate() {
         // Each round's time against the floor's in the same round.
-        let ratios: Vec<f64> = times[index]
-            .iter()
-            .zip(&times[0])
-            .map(|(time, floor)| time / floor)
-            .collect();
+        let against_floor = |less: &[f64]| -> Vec<f64> {
+            (0..rounds)
+                .map(|round| (times[index][round] - less[round]) / times[0][round])
+                .collect()
+        };
+        let ratios = against_floor(&vec![0.0; rounds]);
+        let net = against_floor(&harness);
         println!(
-            "  {:<28} {:>12.0} {:>14.2} {:>13.2} - {:.2}",
+            "  {:<28} {:>12.0} {:>14.2} {:>13.2} - {:.2} {:>18}",
             name,
             percentile(&times[index], 50),
             percentile(&ratios, 50),
             percentile(&ratios, 10),
             percentile(&ratios, 90),
+            net_of.map_or(String::new(), |_| format!("{:.2}", percentile(&net, 50))),
         );
     }
 }
@@ -388,6 +417,21 @@ where
         .iter()
         .all(|response| matches!(response, Ok(r) if r.status() == StatusCode::OK)));
     elapsed
+}
+
+/// Times `n` freshly signed `GET`s through `service` (see [`time_layer`]).
+fn timed_gets<'a, S>(
+    runtime: &'a Runtime,
+    signer: &'a Signer,
+    service: &'a S,
+) -> impl FnMut(usize) -> Duration + 'a
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
+{
+    move |n: usize| {
+        let requests = (0..n).map(|_| signed_get(signer)).collect();
+        time_layer(runtime, service, requests)
+    }
 }
 
 /// `verify_small`, interleaved (see [`interleave`]), with the stores at their default
@@ -426,22 +470,26 @@ fn verify_small_interleaved() {
             elapsed
         }
     };
+    let bare = no_op::<Empty<Bytes>>();
     let mut timed: Vec<Contestant<'_>> = vec![
         ("floor", Box::new(floor)),
         ("hawk_sha512", Box::new(hawk("sha512"))),
         ("hawk_sha256", Box::new(hawk("sha256"))),
     ];
+    timed.push((
+        "bare_service",
+        Box::new(timed_gets(&runtime, &signer, &bare)),
+    ));
     for (name, service) in &contestants.layers {
-        let (runtime, signer) = (&runtime, &signer);
-        timed.push((
-            name,
-            Box::new(move |n: usize| {
-                let requests = (0..n).map(|_| signed_get(signer)).collect();
-                time_layer(runtime, service, requests)
-            }),
-        ));
+        timed.push((name, Box::new(timed_gets(&runtime, &signer, service))));
     }
-    interleave("verify_small/interleaved", 61, 2_000, &mut timed);
+    interleave(
+        "verify_small/interleaved",
+        61,
+        2_000,
+        &mut timed,
+        Some("bare_service"),
+    );
 }
 
 /// `verify_body`, interleaved (see [`interleave`]), at 64 KiB and 1 MiB.
@@ -480,6 +528,7 @@ fn verify_body_interleaved() {
             31,
             block,
             &mut timed,
+            None,
         );
     }
 }
@@ -487,8 +536,8 @@ fn verify_body_interleaved() {
 /// Requests each `verify_small/callgrind/…` run sends.
 const CALLGRIND_REQUESTS: usize = 20_000;
 
-/// `verify_small/callgrind/{floor,layer_null_store,layer_compact,layer_moka}`: one contestant
-/// verifies `CALLGRIND_REQUESTS` fresh requests, untimed, for valgrind to count the
+/// `verify_small/callgrind/{floor,bare_service,layer_null_store,layer_compact,layer_moka}`: one
+/// contestant verifies `CALLGRIND_REQUESTS` fresh requests, untimed, for valgrind to count the
 /// instructions (the same on a quiet machine and a busy one). Only with that exact filter:
 ///
 /// ```text
@@ -514,6 +563,10 @@ fn verify_small_callgrind(contestant: &str) {
         assert_eq!(verified, CALLGRIND_REQUESTS);
         return;
     }
+    if contestant == "bare_service" {
+        count_gets(&runtime, &signer, &no_op::<Empty<Bytes>>());
+        return;
+    }
     let Some((_, service)) = contestants
         .layers
         .iter()
@@ -521,8 +574,17 @@ fn verify_small_callgrind(contestant: &str) {
     else {
         panic!("no contestant named {contestant}");
     };
+    count_gets(&runtime, &signer, service);
+}
+
+/// `CALLGRIND_REQUESTS` freshly signed `GET`s through `service`, each of which must be
+/// accepted.
+fn count_gets<S>(runtime: &Runtime, signer: &Signer, service: &S)
+where
+    S: Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
+{
     let requests: Vec<_> = (0..CALLGRIND_REQUESTS)
-        .map(|_| signed_get(&signer))
+        .map(|_| signed_get(signer))
         .collect();
     let accepted = runtime.block_on(async {
         let mut accepted = 0;

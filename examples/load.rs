@@ -24,7 +24,14 @@
 //! Options: `--requests N` (measured requests per server, default 100000), `--warmup N`
 //! (default 10000), `--connections N` (default 32), `--cap-secs N` (per server and round,
 //! default 30), `--rounds N` (default 3: the servers take turns, and the summary gives each
-//! figure's median), `--servers a,b` (default all four).
+//! figure's median), `--servers a,b` (default all four), `--rate N` (see below).
+//!
+//! With `--rate N` the measured requests are sent at a fixed pace of N a second in all (open
+//! loop, as wrk2 does), not as fast as the server answers: request `i` is due `i / N` seconds
+//! after the start, and its latency is counted from when it was due, so a request that had to
+//! wait for a free connection counts that wait too. The latencies are then those of a server
+//! at that load (choose N below every server's throughput), rather than the queue of 32
+//! requests a saturated server always has; the throughput ratios mean nothing in this mode.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -207,6 +214,8 @@ struct Settings {
     warmup: u64,
     connections: u64,
     cap: Duration,
+    /// Requests a second to send the measured part at; as fast as answered when `None`.
+    rate: Option<f64>,
 }
 
 struct Outcome {
@@ -244,6 +253,10 @@ fn generate(args: &[String]) -> Result<(), String> {
         warmup: number(args, "--warmup", 10_000)?,
         connections: number(args, "--connections", 32)?.max(1),
         cap: Duration::from_secs(number(args, "--cap-secs", 30)?),
+        rate: match number(args, "--rate", 0)? {
+            0 => None,
+            rate => Some(rate as f64),
+        },
     };
     let servers: Vec<String> = option(args, "--servers").map_or_else(
         || SERVERS.map(String::from).to_vec(),
@@ -251,11 +264,15 @@ fn generate(args: &[String]) -> Result<(), String> {
     );
     let pinned = std::env::var_os(PINNED).is_some();
     println!(
-        "load: {} measured requests per server after {} warm-up, {} connections, cap {} s; \
+        "load: {} measured requests per server after {} warm-up, {} connections, {}, cap {} s; \
          servers pinned to CPU 0 and generator to CPU 1: {}",
         settings.requests,
         settings.warmup,
         settings.connections,
+        settings.rate.map_or_else(
+            || "each sent when the last on its connection was answered".to_owned(),
+            |rate| format!("sent at {rate} a second")
+        ),
         settings.cap.as_secs(),
         if pinned {
             "yes"
@@ -331,8 +348,13 @@ fn generate(args: &[String]) -> Result<(), String> {
         let (ratio, added) = floor.map_or((f64::NAN, f64::NAN), |floor| {
             (100.0 * rate / floor[0], p99 - floor[2])
         });
+        // At a fixed pace every server was sent the same rate: it says nothing of throughput.
+        let ratio = match settings.rate {
+            Some(_) => "-".to_owned(),
+            None => format!("{ratio:.1}%"),
+        };
         println!(
-            "  {kind:<13} {rate:>9.0} {p50:>9.1} {p99:>9.1} {cpu:>12.1} {ratio:>9.1}% {added:>+10.1}"
+            "  {kind:<13} {rate:>9.0} {p50:>9.1} {p99:>9.1} {cpu:>12.1} {ratio:>10} {added:>+10.1}"
         );
     }
     Ok(())
@@ -423,12 +445,14 @@ async fn run(port: u16, pid: u32, settings: &Settings) -> Result<Outcome, String
     let signer = Signer::new(KEY_ID, SECRET).map_err(|error| error.to_string())?;
     // Warm-up: connections made, caches and allocator warm; not measured.
     let warmup = sign_pool(&signer, settings.warmup)?;
-    drive(port, warmup, settings.connections, settings.cap).await?;
+    drive(port, warmup, settings.connections, settings.cap, None).await?;
 
     let pool = sign_pool(&signer, settings.requests)?;
     let cpu_before = cpu_time(pid);
     let started = Instant::now();
-    let (mut latencies, failed) = drive(port, pool, settings.connections, settings.cap).await?;
+    let pace = settings.rate.map(|rate| (started, rate));
+    let (mut latencies, failed) =
+        drive(port, pool, settings.connections, settings.cap, pace).await?;
     let elapsed = started.elapsed();
     let server_cpu = cpu_time(pid).saturating_sub(cpu_before);
     latencies.sort_unstable();
@@ -460,13 +484,15 @@ fn sign_pool(signer: &Signer, count: u64) -> Result<Arc<Vec<Vec<u8>>>, String> {
 }
 
 /// Sends every request of `pool` over `connections` keep-alive connections, one at a time on
-/// each, until done or `cap` passes. The latencies of the answered ones, and how many were not
-/// answered 200.
+/// each, until done or `cap` passes: as soon as a connection is free, or with `pace` (a start
+/// and a rate a second) each when it is due, its latency counted from then. The latencies of
+/// the answered ones, and how many were not answered 200.
 async fn drive(
     port: u16,
     pool: Arc<Vec<Vec<u8>>>,
     connections: u64,
     cap: Duration,
+    pace: Option<(Instant, f64)>,
 ) -> Result<(Vec<u64>, u64), String> {
     let tickets = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + cap;
@@ -492,7 +518,14 @@ async fn drive(
                 if Instant::now() >= deadline {
                     break;
                 }
-                let sent = Instant::now();
+                let sent = match pace {
+                    Some((start, rate)) => {
+                        let due = start + Duration::from_secs_f64(ticket as f64 / rate);
+                        wait_until(due).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 stream
                     .write_all(request)
                     .await
@@ -512,6 +545,18 @@ async fn drive(
         failed += failures;
     }
     Ok((latencies, failed))
+}
+
+/// Returns at `due`, or at once if it has passed. tokio's timers fire to the millisecond: the
+/// last two milliseconds are waited by yielding, which keeps this core busy (it is the
+/// generator's own) and the other connections served.
+async fn wait_until(due: Instant) {
+    if let Some(near) = due.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep_until(near.into()).await;
+    }
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Reads one HTTP/1.1 response with a `content-length` off `stream`; its status code.
