@@ -188,7 +188,7 @@ impl SessionsBuilder {
     /// four at most); past them, `/auth/authorize` answers at once 503 `temporarily_unavailable`
     /// with `Retry-After: 1`, before the attempt is counted against the username or anything is
     /// hashed. A sign-in that is dropped while it waits (the client went away) gives back its
-    /// place. With 0, a sign-in is refused unless a check is free. Defaults to
+    /// place (its attempt still counts). With 0, a sign-in is refused unless a check is free. Defaults to
     /// [`DEFAULT_MAX_WAITING_SIGN_INS`] (64).
     ///
     /// ```

@@ -183,7 +183,8 @@ async fn authorize(
         return Err(AuthEndpointError::InvalidRequest("sign-in"));
     }
     // A place in the queue for a password check before the attempt is counted: a sign-in
-    // refused here costs the username nothing, and hashes nothing.
+    // refused here costs the username nothing, and hashes nothing. (So in a flood a throttled
+    // username is answered 503, not 429: either way nothing of it is checked.)
     let Ok(place) = sessions.inner.password_checks.enter() else {
         tracing::warn!("sign-in refused: too many sign-ins waiting for a password check");
         return Err(AuthEndpointError::TemporarilyUnavailable);
@@ -296,6 +297,8 @@ mod tests {
     //! The queue of sign-ins waiting for a password check, with the turns held by the test so
     //! that sign-ins wait exactly where a flood would leave them.
 
+    use std::io::{Read, Seek, SeekFrom};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use argon2::password_hash::rand_core::OsRng;
@@ -427,6 +430,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sign_in_with_a_free_turn_does_not_wait_in_the_queue() {
+        // No place in the queue at all: only a sign-in that finds a turn free goes on.
+        let sessions = sessions(0, 5);
+        assert_eq!(
+            sign_in(&sessions, USER, PASSWORD).await.status,
+            StatusCode::OK
+        );
+        let turns = hold_turns(&sessions).await;
+        assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
+        drop(turns);
+        assert_eq!(
+            sign_in(&sessions, USER, PASSWORD).await.status,
+            StatusCode::OK
+        );
+        assert_eq!(sessions.inner.password_checks.waiting(), 0);
+    }
+
+    #[tokio::test]
     async fn sign_in_succeeds_once_the_queue_drains() {
         let sessions = sessions(2, 5);
         let turns = hold_turns(&sessions).await;
@@ -473,56 +494,47 @@ mod tests {
         assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     }
 
-    /// tracing-subscriber comes with the `cli` feature.
-    #[cfg(feature = "cli")]
-    mod log {
-        use std::io::{Read, Seek, SeekFrom};
-        use std::sync::Arc;
+    #[tokio::test]
+    async fn sign_in_refused_503_is_logged_once_at_warn_without_the_username() {
+        // A file, as `&File` writes: tracing-subscriber then needs no writer of ours.
+        let captured = Arc::new(tempfile::tempfile().unwrap());
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(Arc::clone(&captured))
+            .finish();
+        // The runtime has one thread: the spawned sign-ins log here too. Other tests hit the
+        // same callsite on other threads, without a subscriber; while one dispatcher is
+        // registered, tracing asks only the registering thread's default, and a callsite first
+        // hit there would be cached as never enabled. With a second, idle dispatcher every
+        // registration asks ours too; the rebuild covers a callsite registered before.
+        let _idle = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        let _default = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
 
-        use super::*;
+        let sessions = sessions(2, 5);
+        let turns = hold_turns(&sessions).await;
+        let flood = fill_queue(&sessions).await;
+        assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
+        assert_temporarily_unavailable(&sign_in(&sessions, "bob@example.com", "pw2").await);
+        drop(turns);
+        for sign_in in flood {
+            sign_in.await.unwrap();
+        }
 
-        #[tokio::test]
-        async fn sign_in_refused_503_is_logged_once_at_warn_without_the_username() {
-            // A file, as `&File` writes: tracing-subscriber then needs no writer of ours.
-            let captured = Arc::new(tempfile::tempfile().unwrap());
-            let subscriber = tracing_subscriber::fmt()
-                .with_ansi(false)
-                .with_max_level(tracing::Level::TRACE)
-                .with_writer(Arc::clone(&captured))
-                .finish();
-            // The runtime has one thread: the spawned sign-ins log here too. Other tests hit the
-            // same callsite on other threads, without a subscriber; while one dispatcher is
-            // registered, tracing asks only the registering thread's default, and a callsite first
-            // hit there would be cached as never enabled. With a second, idle dispatcher every
-            // registration asks ours too; the rebuild covers a callsite registered before.
-            let _idle = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
-            let _default = tracing::subscriber::set_default(subscriber);
-            tracing::callsite::rebuild_interest_cache();
-
-            let sessions = sessions(2, 5);
-            let turns = hold_turns(&sessions).await;
-            let flood = fill_queue(&sessions).await;
-            assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
-            assert_temporarily_unavailable(&sign_in(&sessions, "bob@example.com", "pw2").await);
-            drop(turns);
-            for sign_in in flood {
-                sign_in.await.unwrap();
-            }
-
-            let mut log = String::new();
-            let mut file = &*captured;
-            file.seek(SeekFrom::Start(0)).unwrap();
-            file.read_to_string(&mut log).unwrap();
-            let refusals: Vec<&str> = log
-                .lines()
-                .filter(|line| line.contains("too many sign-ins waiting"))
-                .collect();
-            assert_eq!(refusals.len(), 2, "{log}");
-            for line in refusals {
-                assert!(line.contains("WARN"), "{line}");
-                for secret in [USER, PASSWORD, "bob@example.com", "pw2"] {
-                    assert!(!line.contains(secret), "{line}");
-                }
+        let mut log = String::new();
+        let mut file = &*captured;
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.read_to_string(&mut log).unwrap();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("too many sign-ins waiting"))
+            .collect();
+        assert_eq!(refusals.len(), 2, "{log}");
+        for line in refusals {
+            assert!(line.contains("WARN"), "{line}");
+            for secret in [USER, PASSWORD, "bob@example.com", "pw2"] {
+                assert!(!line.contains(secret), "{line}");
             }
         }
     }

@@ -195,8 +195,8 @@ const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 4;
 pub(crate) struct PasswordChecks {
     turns: Arc<Semaphore>,
     memory: Arc<Mutex<Vec<Vec<Block>>>>,
-    /// The sign-ins waiting for a turn: exact, as each place in the queue counts itself out
-    /// when its turn comes or it is dropped.
+    /// The sign-ins waiting for a turn, never more than `max_waiting`: each place in the queue
+    /// counts itself out when its turn comes or it is dropped.
     waiting: AtomicUsize,
     max_waiting: usize,
 }
