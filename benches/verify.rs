@@ -366,10 +366,9 @@ fn interleave(
             times[index].push(elapsed.as_secs_f64() * 1e9 / block as f64);
         }
     }
-    // Each round's time less the harness's in the same round (nothing taken off without one).
-    let harness = net_of
-        .and_then(|name| contestants.iter().position(|(named, _)| *named == name))
-        .map_or_else(|| vec![0.0; rounds], |index| times[index].clone());
+    // Each round's time less the harness's in the same round, for the harness and the
+    // contestants after it (which go through it).
+    let harness = net_of.and_then(|name| contestants.iter().position(|(named, _)| *named == name));
     println!("{title}: {rounds} rounds of {block} each, interleaved; medians over the rounds");
     println!(
         "  {:<28} {:>12} {:>14} {:>22} {:>18}",
@@ -387,7 +386,11 @@ fn interleave(
                 .collect()
         };
         let ratios = against_floor(&vec![0.0; rounds]);
-        let net = against_floor(&harness);
+        let net = harness
+            .filter(|harness| index >= *harness)
+            .map_or_else(String::new, |harness| {
+                format!("{:.2}", percentile(&against_floor(&times[harness]), 50))
+            });
         println!(
             "  {:<28} {:>12.0} {:>14.2} {:>13.2} - {:.2} {:>18}",
             name,
@@ -395,7 +398,7 @@ fn interleave(
             percentile(&ratios, 50),
             percentile(&ratios, 10),
             percentile(&ratios, 90),
-            net_of.map_or(String::new(), |_| format!("{:.2}", percentile(&net, 50))),
+            net,
         );
     }
 }
