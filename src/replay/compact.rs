@@ -1,7 +1,9 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule, StoreFull};
+use super::keys::{
+    self, HugePages, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule, StoreFull,
+};
 use super::{Recorded, ReplayRecord};
 
 /// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
@@ -81,15 +83,17 @@ struct Inner {
     swept_all_at: AtomicU64,
     hashing: KeyHashing,
     nonce_keys: NonceKeys,
-    /// Where each shard's table starts in memory, and how many buckets each has, so that a
-    /// key's first line can be prefetched without taking its shard's lock. Tables are
-    /// allocated when the store is built and never move.
-    table_addresses: Box<[usize]>,
+    /// Every shard's table, one after the other in one allocation (so that the kernel can back
+    /// it with huge pages: a random bucket of a 30 MB table is then seldom a TLB miss too).
+    /// Shard `i` owns `buckets[i * buckets_per_table..][..buckets_per_table]`, and reads or
+    /// writes them only under its lock.
+    buckets: Box<[Bucket]>,
     buckets_per_table: usize,
 }
 
 struct Shard {
-    table: Table,
+    /// Which shard this is: its table is the `index`th of [`Inner::buckets`].
+    index: usize,
     /// Entries stored, expired or not.
     len: u64,
     /// Claims on the capacity this shard holds for entries to come. Taking them a chunk at a
@@ -127,35 +131,78 @@ struct Slot {
     expires: u32,
 }
 
+/// A [`Slot`] in a table. The shards' tables share one allocation, so their words are atomics;
+/// every access is made under the shard's lock, which orders them, and is relaxed (a plain
+/// load or store on the processors this runs on).
+#[derive(Default)]
+#[repr(C)]
+struct SlotCell {
+    key: [AtomicU32; 4],
+    expires: AtomicU32,
+}
+
+impl SlotCell {
+    fn expires(&self) -> u32 {
+        self.expires.load(Ordering::Relaxed)
+    }
+
+    fn key(&self) -> Key {
+        Key(self.key.each_ref().map(|word| word.load(Ordering::Relaxed)))
+    }
+
+    fn load(&self) -> Slot {
+        Slot {
+            key: self.key(),
+            expires: self.expires(),
+        }
+    }
+
+    fn store(&self, slot: Slot) {
+        for (word, value) in self.key.iter().zip(slot.key.0) {
+            word.store(value, Ordering::Relaxed);
+        }
+        self.expires.store(slot.expires, Ordering::Relaxed);
+    }
+}
+
 /// One cache line of a table.
-#[derive(Clone, Copy, Default)]
+#[derive(Default)]
 #[repr(C, align(64))]
 struct Bucket {
-    slots: [Slot; SLOTS],
+    slots: [SlotCell; SLOTS],
     /// How many entries whose probe sequence starts at or before this bucket are stored past
     /// it. A lookup stops at the first bucket where this is zero, and an entry can be removed
     /// by emptying its slot (no tombstones), after counting itself out of the buckets it
     /// passed.
-    overflow: u32,
+    overflow: AtomicU32,
 }
 
-/// Linear probing over buckets, with per-bucket overflow counts (as in folly's F14 tables).
-struct Table {
-    buckets: Box<[Bucket]>,
+impl Bucket {
+    fn overflow(&self) -> u32 {
+        self.overflow.load(Ordering::Relaxed)
+    }
+
+    fn set_overflow(&self, overflow: u32) {
+        self.overflow.store(overflow, Ordering::Relaxed);
+    }
+}
+
+/// Linear probing over buckets, with per-bucket overflow counts (as in folly's F14 tables):
+/// one shard's table, used under its lock.
+struct Table<'a> {
+    buckets: &'a [Bucket],
 }
 
 /// Where an entry is: bucket and slot.
 type At = (usize, usize);
 
-impl Table {
-    fn new(entries: u64) -> Self {
-        let slots = entries.saturating_mul(100).div_ceil(LOAD_PERCENT).max(1);
-        let buckets = usize::try_from(slots.div_ceil(SLOTS as u64)).unwrap_or(usize::MAX);
-        Table {
-            buckets: vec![Bucket::default(); buckets].into_boxed_slice(),
-        }
-    }
+/// The buckets of a table that holds `entries` at [`LOAD_PERCENT`] of its slots.
+fn buckets_for(entries: u64) -> usize {
+    let slots = entries.saturating_mul(100).div_ceil(LOAD_PERCENT).max(1);
+    usize::try_from(slots.div_ceil(SLOTS as u64)).unwrap_or(usize::MAX)
+}
 
+impl Table<'_> {
     /// The bucket a probe for `key` starts at.
     fn home(&self, key: Key, hashing: &KeyHashing) -> usize {
         home_bucket(key, hashing, self.buckets.len())
@@ -170,6 +217,7 @@ impl Table {
     }
 
     /// Where `key` is stored, live or expired.
+    #[inline]
     fn find(&self, key: Key, home: usize) -> Option<At> {
         let mut at = home;
         for _ in 0..self.buckets.len() {
@@ -177,11 +225,11 @@ impl Table {
             if let Some(slot) = bucket
                 .slots
                 .iter()
-                .position(|slot| slot.expires != EMPTY && slot.key == key)
+                .position(|slot| slot.expires() != EMPTY && slot.key() == key)
             {
                 return Some((at, slot));
             }
-            if bucket.overflow == 0 {
+            if bucket.overflow() == 0 {
                 return None;
             }
             at = self.next(at);
@@ -196,7 +244,8 @@ impl Table {
             if let Some(slot) = self.buckets[at]
                 .slots
                 .iter()
-                .position(|slot| slot.expires < now || slot.expires == EMPTY)
+                .map(SlotCell::expires)
+                .position(|expires| expires < now || expires == EMPTY)
             {
                 return Some((at, slot));
             }
@@ -205,25 +254,30 @@ impl Table {
         None
     }
 
+    fn slot(&self, (bucket, slot): At) -> &SlotCell {
+        &self.buckets[bucket].slots[slot]
+    }
+
     /// Stores `slot` at `at`, an empty slot, counting it into the buckets from `home` it passed.
-    fn put(&mut self, home: usize, at: At, slot: Slot) {
+    fn put(&self, home: usize, at: At, slot: Slot) {
         let mut passed = home;
         while passed != at.0 {
-            self.buckets[passed].overflow += 1;
+            let bucket = &self.buckets[passed];
+            bucket.set_overflow(bucket.overflow() + 1);
             passed = self.next(passed);
         }
-        self.buckets[at.0].slots[at.1] = slot;
+        self.slot(at).store(slot);
     }
 
     /// Empties the slot at `at`, counting its entry out of the buckets from `home` it passed.
-    fn take(&mut self, home: usize, at: At) {
+    fn take(&self, home: usize, at: At) {
         let mut passed = home;
         while passed != at.0 {
-            let overflow = &mut self.buckets[passed].overflow;
-            *overflow = overflow.saturating_sub(1);
+            let bucket = &self.buckets[passed];
+            bucket.set_overflow(bucket.overflow().saturating_sub(1));
             passed = self.next(passed);
         }
-        self.buckets[at.0].slots[at.1] = Slot::default();
+        self.slot(at).store(Slot::default());
     }
 }
 
@@ -297,10 +351,16 @@ impl CompactReplayStore {
         let inner = &*self.inner;
         let shard = self.shard_of(key);
         let home = home_bucket(key, &inner.hashing, inner.buckets_per_table);
+        let bucket = shard * inner.buckets_per_table + home;
         [
             std::ptr::from_ref(&inner.shards[shard]) as usize,
-            inner.table_addresses[shard] + home * std::mem::size_of::<Bucket>(),
+            inner.buckets.as_ptr() as usize + bucket * std::mem::size_of::<Bucket>(),
         ]
+    }
+
+    /// The table of `shard`, whose lock the caller holds.
+    fn table(&self, shard: &Shard) -> Table<'_> {
+        self.inner.table(shard.index)
     }
 
     fn lock_for(&self, key: Key) -> MutexGuard<'_, Shard> {
@@ -340,9 +400,10 @@ impl CompactReplayStore {
     }
 
     /// Reads the first table line `key` is looked for in.
+    #[inline]
     fn touch(&self, shard: &Shard, key: Key) {
-        let home = shard.table.home(key, &self.inner.hashing);
-        std::hint::black_box(shard.table.buckets[home].overflow);
+        let table = self.table(shard);
+        std::hint::black_box(table.buckets[table.home(key, &self.inner.hashing)].overflow());
     }
 
     /// [`CompactReplayStore::try_insert_both`] with the shards locked; `nonce_shard` is `None`
@@ -405,15 +466,15 @@ impl CompactReplayStore {
         if now >= shard.swept_at.saturating_add(SWEEP_EVERY_SECS) {
             shard.sweep(now, inner);
         }
-        let table = &mut shard.table;
+        let table = self.table(shard);
         let home = table.home(key, &inner.hashing);
-        if let Some((bucket, slot)) = table.find(key, home) {
-            let stored = &mut table.buckets[bucket].slots[slot].expires;
-            if *stored >= now {
+        if let Some(at) = table.find(key, home) {
+            let stored = &table.slot(at).expires;
+            if stored.load(Ordering::Relaxed) >= now {
                 return Insert::Present;
             }
             // An expired entry of the same key, not swept yet: reused, and already counted.
-            *stored = expires;
+            stored.store(expires, Ordering::Relaxed);
             return Insert::Inserted;
         }
         // Every slot of the shard holding a live entry is a full store too (the tables are
@@ -421,7 +482,7 @@ impl CompactReplayStore {
         let Some(at) = table.free_slot(home, now) else {
             return Insert::Full;
         };
-        let expired = table.buckets[at.0].slots[at.1];
+        let expired = table.slot(at).load();
         if expired.expires != EMPTY {
             // An expired entry of another key gives up its slot, and its claim.
             table.take(table.home(expired.key, &inner.hashing), at);
@@ -436,7 +497,7 @@ impl CompactReplayStore {
         }
         shard.reserve -= 1;
         shard.len += 1;
-        shard.table.put(home, at, Slot { key, expires });
+        table.put(home, at, Slot { key, expires });
         Insert::Inserted
     }
 
@@ -448,10 +509,10 @@ impl CompactReplayStore {
     /// [`CompactReplayStore::remove_key`] in `shard`, which is `key`'s, locked.
     fn remove_in(&self, shard: &mut Shard, key: Key, expires: u32) {
         let inner = &*self.inner;
-        let table = &mut shard.table;
+        let table = self.table(shard);
         let home = table.home(key, &inner.hashing);
         if let Some(at) = table.find(key, home) {
-            if table.buckets[at.0].slots[at.1].expires == expires {
+            if table.slot(at).expires() == expires {
                 table.take(home, at);
                 shard.len -= 1;
                 shard.reserve += 1;
@@ -508,16 +569,26 @@ impl CompactReplayStore {
     }
 }
 
+impl Inner {
+    /// The table of shard `index`; only for the holder of its lock.
+    fn table(&self, index: usize) -> Table<'_> {
+        Table {
+            buckets: &self.buckets[index * self.buckets_per_table..][..self.buckets_per_table],
+        }
+    }
+}
+
 impl Shard {
     /// Removes the entries that expired before `now`, in place.
     fn sweep(&mut self, now: u32, inner: &Inner) {
+        let table = inner.table(self.index);
         let mut removed = 0;
-        for bucket in 0..self.table.buckets.len() {
+        for bucket in 0..table.buckets.len() {
             for slot in 0..SLOTS {
-                let entry = self.table.buckets[bucket].slots[slot];
-                if entry.expires != EMPTY && entry.expires < now {
-                    let home = self.table.home(entry.key, &inner.hashing);
-                    self.table.take(home, (bucket, slot));
+                let cell = table.slot((bucket, slot));
+                let expires = cell.expires();
+                if expires != EMPTY && expires < now {
+                    table.take(table.home(cell.key(), &inner.hashing), (bucket, slot));
                     removed += 1;
                 }
             }
@@ -619,17 +690,17 @@ impl CompactReplayStoreBuilder {
     pub fn build(self) -> CompactReplayStore {
         let shards = shard_count(self.capacity);
         let share = self.capacity.div_ceil(shards as u64);
-        let tables: Vec<Table> = (0..shards).map(|_| Table::new(share)).collect();
-        let table_addresses = tables
-            .iter()
-            .map(|table| table.buckets.as_ptr() as usize)
-            .collect();
-        let buckets_per_table = tables[0].buckets.len();
-        let shards = tables
-            .into_iter()
-            .map(|table| {
+        let buckets_per_table = buckets_for(share);
+        let mut buckets = Vec::with_capacity(buckets_per_table.saturating_mul(shards));
+        // Huge pages for fresh memory as it is filled; what the allocator had handed out
+        // before is moved into huge pages after.
+        keys::advise_huge_pages(buckets.as_ptr(), buckets.capacity(), HugePages::Prefer);
+        buckets.resize_with(buckets.capacity(), Bucket::default);
+        keys::advise_huge_pages(buckets.as_ptr(), buckets.len(), HugePages::Collapse);
+        let shards = (0..shards)
+            .map(|index| {
                 Padded(Mutex::new(Shard {
-                    table,
+                    index,
                     len: 0,
                     reserve: 0,
                     swept_at: 0,
@@ -639,7 +710,7 @@ impl CompactReplayStoreBuilder {
         CompactReplayStore {
             inner: Arc::new(Inner {
                 shards,
-                table_addresses,
+                buckets: buckets.into_boxed_slice(),
                 buckets_per_table,
                 claimed: AtomicU64::new(0),
                 reserves_out: AtomicU64::new(0),
@@ -736,8 +807,9 @@ mod tests {
             .iter()
             .map(|shard| {
                 let shard = shard.0.lock().unwrap();
-                let slots = shard.table.buckets.iter().flat_map(|bucket| bucket.slots);
-                slots.filter(|slot| slot.expires != EMPTY).count()
+                let table = store.table(&shard);
+                let slots = table.buckets.iter().flat_map(|bucket| &bucket.slots);
+                slots.filter(|slot| slot.expires() != EMPTY).count()
             })
             .sum();
         assert_eq!(held, 20_000);
@@ -786,7 +858,7 @@ mod tests {
             let shards = shard_count(capacity);
             assert!((1..=MAX_SHARDS as usize).contains(&shards));
             let share = capacity.div_ceil(shards as u64);
-            let slots = Table::new(share).buckets.len() * SLOTS;
+            let slots = buckets_for(share) * SLOTS;
             assert!(slots as u64 * LOAD_PERCENT >= share * 100, "{capacity}");
         }
         assert_eq!(shard_count(4), 1);
@@ -801,7 +873,7 @@ mod tests {
             for i in 0..2_000u128 {
                 let key = Key::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834));
                 let shard = store.shard_of(key);
-                let table = &store.lock(shard).table;
+                let table = store.table(&store.lock(shard));
                 let bucket = &table.buckets[table.home(key, hashing)];
                 let lock = &store.inner.shards[shard];
                 assert_eq!(
@@ -824,7 +896,8 @@ mod tests {
 
     #[test]
     fn entries_are_found_past_full_buckets_and_removed_cleanly() {
-        let mut table = Table::new(30);
+        let buckets: Vec<Bucket> = (0..buckets_for(30)).map(|_| Bucket::default()).collect();
+        let table = Table { buckets: &buckets };
         let keys: Vec<Key> = (0..30u32).map(|i| Key([i, 0, 0, 0])).collect();
         // Every key probes from bucket 0: the table fills as one long sequence.
         for key in &keys {

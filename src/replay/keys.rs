@@ -114,6 +114,51 @@ pub(super) fn prefetch_line(address: usize) {
     let _ = address;
 }
 
+/// What [`advise_huge_pages`] asks of the kernel.
+#[derive(Clone, Copy)]
+pub(super) enum HugePages {
+    /// Back the pages with huge pages as they are first written (`MADV_HUGEPAGE`; also lets
+    /// the kernel's background collapsing at them).
+    Prefer,
+    /// Move what is already written into huge pages now (`MADV_COLLAPSE`, Linux 6.1 on):
+    /// memory the allocator had handed out before was written in small pages.
+    Collapse,
+}
+
+/// Asks the kernel to back the memory of `len` values from `start` (one allocation of this
+/// crate's) with transparent huge pages: a table of tens of megabytes read at random then
+/// costs a cache miss a read, not also a TLB miss and a page walk. Linux only; on any other
+/// system, and on any error (an older kernel, huge pages turned off), nothing changes.
+#[allow(unsafe_code)]
+pub(super) fn advise_huge_pages<T>(start: *const T, len: usize, advice: HugePages) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE_PAGE: usize = 2 << 20;
+        // libc has no MADV_COLLAPSE for every Linux target; the kernel's number.
+        const MADV_COLLAPSE: libc::c_int = 25;
+        let first = start as usize;
+        let end = first.saturating_add(len.saturating_mul(std::mem::size_of::<T>()));
+        // Only the whole huge pages inside the allocation: the memory either side of it may be
+        // someone else's.
+        let from = first.next_multiple_of(HUGE_PAGE);
+        let to = end - end % HUGE_PAGE;
+        let advice = match advice {
+            HugePages::Prefer => libc::MADV_HUGEPAGE,
+            HugePages::Collapse => MADV_COLLAPSE,
+        };
+        if to > from {
+            // SAFETY: `madvise` with these two kinds of advice reads and writes no memory of
+            // the program: it changes only how the kernel backs pages (a collapse copies their
+            // contents into a huge page as they are), and these pages lie inside one
+            // allocation this crate owns, rounded inwards to whole huge pages. An error
+            // changes nothing, and is ignored.
+            let _ = unsafe { libc::madvise(from as *mut libc::c_void, to - from, advice) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, len, advice);
+}
+
 /// Which rule a key is for.
 #[derive(Clone, Copy)]
 pub(super) enum Rule {
