@@ -43,7 +43,8 @@ const SLOTS: usize = 3;
 /// for the capacity at 85 % load: about 25 bytes an entry, 50 bytes a request with both rules.
 /// Recording a request locks the shard of each of its keys and usually reads one cache line a
 /// key, with no allocation. On Linux the tables (one allocation) are asked of the kernel in
-/// transparent huge pages, so that those reads are seldom TLB misses too.
+/// transparent huge pages, so that where those are available, the reads are seldom TLB misses
+/// too.
 ///
 /// Expired entries are swept out of a shard once its clock has moved on 16 seconds since its
 /// last sweep, and from every shard (at most once per clock second) before a request is
@@ -359,7 +360,8 @@ impl CompactReplayStore {
         ]
     }
 
-    /// The table of `shard`, whose lock the caller holds.
+    /// The table of `shard`, whose lock the caller holds (and keeps while it uses the table:
+    /// the borrow is of the store, not of the guard).
     fn table(&self, shard: &Shard) -> Table<'_> {
         self.inner.table(shard.index)
     }
@@ -696,6 +698,9 @@ impl CompactReplayStoreBuilder {
         // Huge pages for fresh memory as it is filled; what the allocator had handed out
         // before is moved into huge pages after.
         keys::advise_huge_pages(buckets.as_ptr(), buckets.capacity(), HugePages::Prefer);
+        // To the capacity the allocator gave (at least what was asked), so that the boxed
+        // slice below keeps this allocation; only the first `shards * buckets_per_table`
+        // buckets are used.
         buckets.resize_with(buckets.capacity(), Bucket::default);
         keys::advise_huge_pages(buckets.as_ptr(), buckets.len(), HugePages::Collapse);
         let shards = (0..shards)
@@ -874,7 +879,8 @@ mod tests {
             for i in 0..2_000u128 {
                 let key = Key::from(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834));
                 let shard = store.shard_of(key);
-                let table = store.table(&store.lock(shard));
+                let guard = store.lock(shard);
+                let table = store.table(&guard);
                 let bucket = &table.buckets[table.home(key, hashing)];
                 let lock = &store.inner.shards[shard];
                 assert_eq!(

@@ -117,8 +117,8 @@ pub(super) fn prefetch_line(address: usize) {
 /// What [`advise_huge_pages`] asks of the kernel.
 #[derive(Clone, Copy)]
 pub(super) enum HugePages {
-    /// Back the pages with huge pages as they are first written (`MADV_HUGEPAGE`; also lets
-    /// the kernel's background collapsing at them).
+    /// Back the pages with huge pages as they are first written (`MADV_HUGEPAGE`, which also
+    /// lets the kernel's background thread collapse them later).
     Prefer,
     /// Move what is already written into huge pages now (`MADV_COLLAPSE`, Linux 6.1 on):
     /// memory the allocator had handed out before was written in small pages.
@@ -126,16 +126,24 @@ pub(super) enum HugePages {
 }
 
 /// Asks the kernel to back the memory of `len` values from `start` (one allocation of this
-/// crate's) with transparent huge pages: a table of tens of megabytes read at random then
-/// costs a cache miss a read, not also a TLB miss and a page walk. Linux only; on any other
-/// system, and on any error (an older kernel, huge pages turned off), nothing changes.
+/// crate's) with transparent huge pages, so that a table of tens of megabytes read at random
+/// costs a cache miss a read rather than also a TLB miss and a page walk. Linux only, and only
+/// where the administrator has not turned transparent huge pages off (`never` in
+/// `/sys/kernel/mm/transparent_hugepage/enabled`: a collapse would override that); on an
+/// error (an older kernel) nothing changes. The advice stays on the memory after it is freed,
+/// if the allocator keeps it for other uses.
 #[allow(unsafe_code)]
 pub(super) fn advise_huge_pages<T>(start: *const T, len: usize, advice: HugePages) {
     #[cfg(target_os = "linux")]
     {
+        // The x86-64 and 4 KiB-page ARM size. Where huge pages are larger (64 KiB-page ARM),
+        // the kernel takes the whole huge pages inside the range, if any.
         const HUGE_PAGE: usize = 2 << 20;
         // libc has no MADV_COLLAPSE for every Linux target; the kernel's number.
         const MADV_COLLAPSE: libc::c_int = 25;
+        if transparent_huge_pages_off() {
+            return;
+        }
         let first = start as usize;
         let end = first.saturating_add(len.saturating_mul(std::mem::size_of::<T>()));
         // Only the whole huge pages inside the allocation: the memory either side of it may be
@@ -147,16 +155,24 @@ pub(super) fn advise_huge_pages<T>(start: *const T, len: usize, advice: HugePage
             HugePages::Collapse => MADV_COLLAPSE,
         };
         if to > from {
-            // SAFETY: `madvise` with these two kinds of advice reads and writes no memory of
-            // the program: it changes only how the kernel backs pages (a collapse copies their
-            // contents into a huge page as they are), and these pages lie inside one
-            // allocation this crate owns, rounded inwards to whole huge pages. An error
-            // changes nothing, and is ignored.
+            // SAFETY: `madvise` with these two kinds of advice changes only how the kernel
+            // backs pages (a collapse copies their contents into a huge page as they are), not
+            // what they hold, and these pages lie inside one allocation this crate owns,
+            // rounded inwards to whole huge pages, which nothing else uses while the store is
+            // built. An error changes nothing, and is ignored.
             let _ = unsafe { libc::madvise(from as *mut libc::c_void, to - from, advice) };
         }
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (start, len, advice);
+}
+
+/// Whether the administrator turned transparent huge pages off (`[never]`); not when the
+/// setting cannot be read.
+#[cfg(target_os = "linux")]
+fn transparent_huge_pages_off() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|setting| setting.contains("[never]"))
 }
 
 /// Which rule a key is for.
