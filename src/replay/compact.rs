@@ -1,9 +1,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::keys::{
-    self, HugePages, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule, StoreFull,
-};
+use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule, StoreFull};
 use super::{Recorded, ReplayRecord};
 
 /// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
@@ -353,7 +351,8 @@ impl CompactReplayStore {
         let inner = &*self.inner;
         let shard = self.shard_of(key);
         let home = home_bucket(key, &inner.hashing, inner.buckets_per_table);
-        let bucket = shard * inner.buckets_per_table + home;
+        // Addresses only: nothing of the table is read, so the lock is not needed.
+        let bucket = inner.first_bucket(shard) + home;
         [
             std::ptr::from_ref(&inner.shards[shard]) as usize,
             inner.buckets.as_ptr() as usize + bucket * std::mem::size_of::<Bucket>(),
@@ -573,11 +572,16 @@ impl CompactReplayStore {
 }
 
 impl Inner {
-    /// The table of shard `index`; only for the holder of its lock.
+    /// The table of shard `index`; only the holder of its lock reads or writes it.
     fn table(&self, index: usize) -> Table<'_> {
         Table {
-            buckets: &self.buckets[index * self.buckets_per_table..][..self.buckets_per_table],
+            buckets: &self.buckets[self.first_bucket(index)..][..self.buckets_per_table],
         }
+    }
+
+    /// Where shard `index`'s table starts in [`Inner::buckets`].
+    fn first_bucket(&self, index: usize) -> usize {
+        index * self.buckets_per_table
     }
 }
 
@@ -694,15 +698,8 @@ impl CompactReplayStoreBuilder {
         let shards = shard_count(self.capacity);
         let share = self.capacity.div_ceil(shards as u64);
         let buckets_per_table = buckets_for(share);
-        let mut buckets = Vec::with_capacity(buckets_per_table.saturating_mul(shards));
-        // Huge pages for fresh memory as it is filled; what the allocator had handed out
-        // before is moved into huge pages after.
-        keys::advise_huge_pages(buckets.as_ptr(), buckets.capacity(), HugePages::Prefer);
-        // To the capacity the allocator gave (at least what was asked), so that the boxed
-        // slice below keeps this allocation; only the first `shards * buckets_per_table`
-        // buckets are used.
-        buckets.resize_with(buckets.capacity(), Bucket::default);
-        keys::advise_huge_pages(buckets.as_ptr(), buckets.len(), HugePages::Collapse);
+        // Perhaps longer than asked; only the first `shards * buckets_per_table` are used.
+        let buckets = keys::in_huge_pages(buckets_per_table.saturating_mul(shards));
         let shards = (0..shards)
             .map(|index| {
                 Padded(Mutex::new(Shard {
@@ -716,7 +713,7 @@ impl CompactReplayStoreBuilder {
         CompactReplayStore {
             inner: Arc::new(Inner {
                 shards,
-                buckets: buckets.into_boxed_slice(),
+                buckets,
                 buckets_per_table,
                 claimed: AtomicU64::new(0),
                 reserves_out: AtomicU64::new(0),

@@ -114,26 +114,42 @@ pub(super) fn prefetch_line(address: usize) {
     let _ = address;
 }
 
-/// What [`advise_huge_pages`] asks of the kernel.
+/// `len` default values (at least: the allocator may give more room, which is filled too,
+/// so that the slice keeps the allocation), in memory the kernel is asked to back with
+/// transparent huge pages, so that a table of tens of megabytes read at random costs a cache
+/// miss a read rather than also a TLB miss and a page walk. Linux only, and only where the
+/// administrator has not turned transparent huge pages off (`never` in
+/// `/sys/kernel/mm/transparent_hugepage/enabled`: a collapse would override that); on an error
+/// (an older kernel) the memory is as it would have been. The advice stays on the memory after
+/// it is freed, if the allocator keeps it for other uses.
+pub(super) fn in_huge_pages<T: Default>(len: usize) -> Box<[T]> {
+    let mut values = Vec::with_capacity(len);
+    let advise = cfg!(target_os = "linux") && !transparent_huge_pages_off();
+    if advise {
+        // Fresh memory takes huge pages as it is first written.
+        madvise_huge_pages(values.as_ptr(), values.capacity(), Advice::HugePage);
+    }
+    values.resize_with(values.capacity(), T::default);
+    if advise {
+        // Memory the allocator had handed out before was written in small pages: moved now.
+        madvise_huge_pages(values.as_ptr(), values.len(), Advice::Collapse);
+    }
+    values.into_boxed_slice()
+}
+
 #[derive(Clone, Copy)]
-pub(super) enum HugePages {
-    /// Back the pages with huge pages as they are first written (`MADV_HUGEPAGE`, which also
-    /// lets the kernel's background thread collapse them later).
-    Prefer,
-    /// Move what is already written into huge pages now (`MADV_COLLAPSE`, Linux 6.1 on):
-    /// memory the allocator had handed out before was written in small pages.
+enum Advice {
+    /// `MADV_HUGEPAGE`: huge pages as the memory is first written, and the kernel's background
+    /// thread may collapse it later.
+    HugePage,
+    /// `MADV_COLLAPSE` (Linux 6.1 on): what is written moves into huge pages now.
     Collapse,
 }
 
-/// Asks the kernel to back the memory of `len` values from `start` (one allocation of this
-/// crate's) with transparent huge pages, so that a table of tens of megabytes read at random
-/// costs a cache miss a read rather than also a TLB miss and a page walk. Linux only, and only
-/// where the administrator has not turned transparent huge pages off (`never` in
-/// `/sys/kernel/mm/transparent_hugepage/enabled`: a collapse would override that); on an
-/// error (an older kernel) nothing changes. The advice stays on the memory after it is freed,
-/// if the allocator keeps it for other uses.
+/// `madvise` over the whole huge pages among `len` values from `start` (one allocation of this
+/// crate's). Does nothing off Linux.
 #[allow(unsafe_code)]
-pub(super) fn advise_huge_pages<T>(start: *const T, len: usize, advice: HugePages) {
+fn madvise_huge_pages<T>(start: *const T, len: usize, advice: Advice) {
     #[cfg(target_os = "linux")]
     {
         // The x86-64 and 4 KiB-page ARM size. Where huge pages are larger (64 KiB-page ARM),
@@ -141,9 +157,6 @@ pub(super) fn advise_huge_pages<T>(start: *const T, len: usize, advice: HugePage
         const HUGE_PAGE: usize = 2 << 20;
         // libc has no MADV_COLLAPSE for every Linux target; the kernel's number.
         const MADV_COLLAPSE: libc::c_int = 25;
-        if transparent_huge_pages_off() {
-            return;
-        }
         let first = start as usize;
         let end = first.saturating_add(len.saturating_mul(std::mem::size_of::<T>()));
         // Only the whole huge pages inside the allocation: the memory either side of it may be
@@ -151,15 +164,15 @@ pub(super) fn advise_huge_pages<T>(start: *const T, len: usize, advice: HugePage
         let from = first.next_multiple_of(HUGE_PAGE);
         let to = end - end % HUGE_PAGE;
         let advice = match advice {
-            HugePages::Prefer => libc::MADV_HUGEPAGE,
-            HugePages::Collapse => MADV_COLLAPSE,
+            Advice::HugePage => libc::MADV_HUGEPAGE,
+            Advice::Collapse => MADV_COLLAPSE,
         };
         if to > from {
             // SAFETY: `madvise` with these two kinds of advice changes only how the kernel
             // backs pages (a collapse copies their contents into a huge page as they are), not
             // what they hold, and these pages lie inside one allocation this crate owns,
-            // rounded inwards to whole huge pages, which nothing else uses while the store is
-            // built. An error changes nothing, and is ignored.
+            // rounded inwards to whole huge pages, which nothing else uses meanwhile. An error
+            // changes nothing, and is ignored.
             let _ = unsafe { libc::madvise(from as *mut libc::c_void, to - from, advice) };
         }
     }
@@ -169,7 +182,6 @@ pub(super) fn advise_huge_pages<T>(start: *const T, len: usize, advice: HugePage
 
 /// Whether the administrator turned transparent huge pages off (`[never]`); not when the
 /// setting cannot be read.
-#[cfg(target_os = "linux")]
 fn transparent_huge_pages_off() -> bool {
     std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
         .is_ok_and(|setting| setting.contains("[never]"))

@@ -406,6 +406,17 @@ mod tests {
         }
     }
 
+    /// Sessions (two places in the queue, `max_failures`) with every turn held, and the two
+    /// sign-ins waiting in the queue.
+    async fn flooded(
+        max_failures: u32,
+    ) -> (Sessions, OwnedSemaphorePermit, Vec<JoinHandle<StatusCode>>) {
+        let sessions = sessions(2, max_failures);
+        let turns = hold_turns(&sessions).await;
+        let flood = fill_queue(&sessions).await;
+        (sessions, turns, flood)
+    }
+
     fn assert_temporarily_unavailable(answer: &Answer) {
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(answer.headers[RETRY_AFTER], "1");
@@ -416,9 +427,7 @@ mod tests {
 
     #[tokio::test]
     async fn sign_in_past_a_full_queue_is_answered_503_at_once() {
-        let sessions = sessions(2, 5);
-        let turns = hold_turns(&sessions).await;
-        let flood = fill_queue(&sessions).await;
+        let (sessions, turns, flood) = flooded(5).await;
 
         let answer = sign_in(&sessions, "flood-3@example.com", "wrong").await;
         assert_temporarily_unavailable(&answer);
@@ -449,9 +458,7 @@ mod tests {
 
     #[tokio::test]
     async fn sign_in_succeeds_once_the_queue_drains() {
-        let sessions = sessions(2, 5);
-        let turns = hold_turns(&sessions).await;
-        let flood = fill_queue(&sessions).await;
+        let (sessions, turns, flood) = flooded(5).await;
         assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
 
         release(turns, flood).await;
@@ -463,9 +470,8 @@ mod tests {
 
     #[tokio::test]
     async fn sign_ins_dropped_while_waiting_give_back_their_places() {
-        let sessions = sessions(2, 5);
-        let turns = hold_turns(&sessions).await;
-        for sign_in in fill_queue(&sessions).await {
+        let (sessions, turns, flood) = flooded(5).await;
+        for sign_in in flood {
             // The client went away: the request's future is dropped while it waits.
             sign_in.abort();
             assert!(sign_in.await.unwrap_err().is_cancelled());
@@ -482,9 +488,7 @@ mod tests {
     #[tokio::test]
     async fn sign_in_refused_503_is_not_counted_by_the_throttle() {
         // One failure allowed: a second counted attempt would be 429.
-        let sessions = sessions(2, 1);
-        let turns = hold_turns(&sessions).await;
-        let flood = fill_queue(&sessions).await;
+        let (sessions, turns, flood) = flooded(1).await;
         for _ in 0..3 {
             assert_temporarily_unavailable(&sign_in(&sessions, USER, "wrong").await);
         }
@@ -512,9 +516,7 @@ mod tests {
         let _default = tracing::subscriber::set_default(subscriber);
         tracing::callsite::rebuild_interest_cache();
 
-        let sessions = sessions(2, 5);
-        let turns = hold_turns(&sessions).await;
-        let flood = fill_queue(&sessions).await;
+        let (sessions, turns, flood) = flooded(5).await;
         assert_temporarily_unavailable(&sign_in(&sessions, USER, PASSWORD).await);
         assert_temporarily_unavailable(&sign_in(&sessions, "bob@example.com", "pw2").await);
         drop(turns);
