@@ -23,8 +23,10 @@
 //!
 //! Options: `--requests N` (measured requests per server, default 100000), `--warmup N`
 //! (default 10000), `--connections N` (default 32), `--cap-secs N` (per server and round,
-//! default 30), `--rounds N` (default 3: the servers take turns, and the summary gives each
-//! figure's median), `--servers a,b` (default all four), `--rate N` (see below).
+//! default 30), `--rounds N` (default 3: the servers take turns, in the opposite order every
+//! other round; the summary gives each figure's median, and each server's throughput ratio and
+//! p99 added beside the floor's run of the same round, as the median over the rounds and the
+//! lowest to highest), `--servers a,b` (default all four), `--rate N` (see below).
 //!
 //! With `--rate N` the measured requests are sent at a fixed pace of N a second in all (open
 //! loop, as wrk2 does), not as fast as the server answers: request `i` is due `i / N` seconds
@@ -285,15 +287,21 @@ fn generate(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|error| format!("no tokio runtime: {error}"))?;
 
-    // Rounds interleave the servers, so that a burst of other work on the machine lands on
-    // all of them; the summary takes each figure's median over the rounds.
+    // Rounds interleave the servers, in the opposite order every other round, so that the
+    // machine's drift (its speed moves by tens of percent over seconds) lands on all of them
+    // alike. Each ratio is taken within its round, the floor's run beside the server's, and the
+    // summary gives the median of those ratios and their range.
     let mut results: Vec<(String, Vec<Outcome>)> = servers
         .iter()
         .map(|kind| (kind.clone(), Vec::new()))
         .collect();
     for round in 1..=settings.rounds {
         println!("round {round} of {}:", settings.rounds);
-        for (kind, outcomes) in &mut results {
+        let mut order: Vec<&mut (String, Vec<Outcome>)> = results.iter_mut().collect();
+        if round % 2 == 0 {
+            order.reverse();
+        }
+        for (kind, outcomes) in order {
             let mut server = Server::start(kind, pinned)?;
             let outcome = runtime.block_on(run(server.port, server.pid(), &settings));
             server.stop();
@@ -317,47 +325,97 @@ fn generate(args: &[String]) -> Result<(), String> {
             outcomes.push(outcome);
         }
     }
+    print_summary(&results, settings.rate.is_some());
+    Ok(())
+}
 
-    let summary: Vec<(&str, [f64; 4])> = results
+/// Each server's medians over the rounds and, beside the floor's run of the same round, its
+/// throughput ratio and p99 added: the median over the rounds, and the lowest to highest.
+fn print_summary(results: &[(String, Vec<Outcome>)], paced: bool) {
+    let floor = results
         .iter()
-        .map(|(kind, outcomes)| {
-            let median = |figure: &dyn Fn(&Outcome) -> f64| {
-                let mut figures: Vec<f64> = outcomes.iter().map(figure).collect();
-                figures.sort_by(f64::total_cmp);
-                figures[figures.len() / 2]
-            };
-            let figures = [
-                median(&Outcome::rate),
-                median(&|outcome| outcome.percentile_us(50.0)),
-                median(&|outcome| outcome.percentile_us(99.0)),
-                median(&Outcome::cpu_per_request_us),
-            ];
-            (kind.as_str(), figures)
-        })
-        .collect();
-    let floor = summary
-        .iter()
-        .find(|(kind, _)| *kind == "floor")
-        .map(|(_, figures)| *figures);
-    println!("\nmedians over {} rounds:", settings.rounds);
+        .find(|(kind, _)| kind == "floor")
+        .map(|(_, outcomes)| outcomes);
+    let rounds = results.first().map_or(0, |(_, outcomes)| outcomes.len());
+    println!("\nover {rounds} rounds (medians; the range is the lowest to highest round):");
     println!(
-        "  {:<13} {:>9} {:>9} {:>9} {:>12} {:>10} {:>11}",
-        "server", "req/s", "p50 µs", "p99 µs", "CPU µs/req", "vs floor", "p99 added"
+        "  {:<13} {:>9} {:>9} {:>9} {:>12} {:>10} {:>13} {:>11} {:>17}",
+        "server",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "CPU µs/req",
+        "vs floor",
+        "range",
+        "p99 added",
+        "range"
     );
-    for (kind, [rate, p50, p99, cpu]) in &summary {
-        let (ratio, added) = floor.map_or((f64::NAN, f64::NAN), |floor| {
-            (100.0 * rate / floor[0], p99 - floor[2])
-        });
-        // At a fixed pace every server was sent the same rate: it says nothing of throughput.
-        let ratio = match settings.rate {
-            Some(_) => "-".to_owned(),
-            None => format!("{ratio:.1}%"),
+    for (kind, outcomes) in results {
+        let figure = |of: &dyn Fn(&Outcome) -> f64| Spread::of(outcomes.iter().map(of));
+        let beside_floor = |of: &dyn Fn(&Outcome, &Outcome) -> f64| {
+            floor.map(|floor| {
+                Spread::of(
+                    outcomes
+                        .iter()
+                        .zip(floor)
+                        .map(|(own, floor)| of(own, floor)),
+                )
+            })
         };
+        // At a fixed pace every server was sent the same rate: it says nothing of throughput.
+        let ratio = beside_floor(&|own, floor| 100.0 * own.rate() / floor.rate())
+            .filter(|_| !paced)
+            .map_or_else(
+                || ("-".to_owned(), "-".to_owned()),
+                |ratio| {
+                    (
+                        format!("{:.1}%", ratio.median),
+                        format!("{:.1}–{:.1}%", ratio.lowest, ratio.highest),
+                    )
+                },
+            );
+        let added = beside_floor(&|own, floor| own.percentile_us(99.0) - floor.percentile_us(99.0))
+            .map_or_else(
+                || ("-".to_owned(), "-".to_owned()),
+                |added| {
+                    (
+                        format!("{:+.1}", added.median),
+                        format!("{:+.0} to {:+.0}", added.lowest, added.highest),
+                    )
+                },
+            );
         println!(
-            "  {kind:<13} {rate:>9.0} {p50:>9.1} {p99:>9.1} {cpu:>12.1} {ratio:>10} {added:>+10.1}"
+            "  {kind:<13} {:>9.0} {:>9.1} {:>9.1} {:>12.1} {:>10} {:>13} {:>11} {:>17}",
+            figure(&Outcome::rate).median,
+            figure(&|outcome| outcome.percentile_us(50.0)).median,
+            figure(&|outcome| outcome.percentile_us(99.0)).median,
+            figure(&Outcome::cpu_per_request_us).median,
+            ratio.0,
+            ratio.1,
+            added.0,
+            added.1,
         );
     }
-    Ok(())
+}
+
+/// The median, lowest and highest of some figures (one a round).
+struct Spread {
+    median: f64,
+    lowest: f64,
+    highest: f64,
+}
+
+impl Spread {
+    fn of(figures: impl Iterator<Item = f64>) -> Self {
+        let mut figures: Vec<f64> = figures.collect();
+        figures.sort_by(f64::total_cmp);
+        let at = |index: usize| figures.get(index).copied().unwrap_or(f64::NAN);
+        Spread {
+            median: at(figures.len() / 2),
+            lowest: at(0),
+            highest: at(figures.len().saturating_sub(1)),
+        }
+    }
 }
 
 /// A server child process, killed (by its pid) if it is still running when dropped.
