@@ -196,8 +196,11 @@ async fn authorize(
         tracing::info!(username = ?request.username, "sign-in throttled");
         return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
     }
-    let user = sessions.users().get(&request.username).cloned();
-    let verified = place.check(user.clone(), request.password).await;
+    let users = sessions.users();
+    let user = users.get(&request.username).cloned();
+    let verified = place
+        .check(user.clone(), users.stand_in(), request.password)
+        .await;
     let Some(user) = user.filter(|_| verified) else {
         tracing::info!(username = ?request.username, "sign-in refused");
         return Err(AuthEndpointError::InvalidCredentials);

@@ -1,10 +1,10 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use moka::ops::compute::Op;
 use moka::sync::Cache;
@@ -83,9 +83,17 @@ impl fmt::Debug for User {
 
 /// The users who may sign in, by username (matched without regard to ASCII case, as the
 /// e-mail addresses they usually are).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Users {
     by_name: HashMap<String, User>,
+    /// What an unknown username's password is checked against: see [`stand_in_hash`].
+    stand_in: Arc<str>,
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Users::from_iter([])
+    }
 }
 
 impl Users {
@@ -110,17 +118,69 @@ impl Users {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    /// The hash an unknown username's password is checked against.
+    pub(crate) fn stand_in(&self) -> Arc<str> {
+        Arc::clone(&self.stand_in)
+    }
 }
 
 impl FromIterator<User> for Users {
     fn from_iter<I: IntoIterator<Item = User>>(users: I) -> Self {
-        Users {
-            by_name: users
-                .into_iter()
-                .map(|user| (user.username.to_ascii_lowercase(), user))
-                .collect(),
+        let by_name: HashMap<String, User> = users
+            .into_iter()
+            .map(|user| (user.username.to_ascii_lowercase(), user))
+            .collect();
+        let stand_in = stand_in_hash(by_name.values()).into();
+        Users { by_name, stand_in }
+    }
+}
+
+/// A stand-in for an unknown username's hash, so that its check takes the time a user's takes:
+/// the argon2 costs (variant, version, memory, passes, lanes, output length) that most of
+/// `users`' hashes have (of equal counts, the first stand-in in sorted order), or
+/// `hash-password`'s when there is no user. It has a salt of its own and an all-zero output: it
+/// copies no user's salt or hash, and no password is expected to match it (the check's answer
+/// for an unknown username is no, whatever it computes).
+fn stand_in_hash<'a>(users: impl Iterator<Item = &'a User>) -> String {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for user in users {
+        if let Some(stand_in) = PasswordHash::new(&user.password_hash)
+            .ok()
+            .and_then(|hash| stand_in_with_costs_of(&hash))
+        {
+            *counts.entry(stand_in).or_default() += 1;
         }
     }
+    counts
+        .into_iter()
+        .max_by(|(a, a_count), (b, b_count)| a_count.cmp(b_count).then_with(|| b.cmp(a)))
+        .map(|(stand_in, _)| stand_in)
+        .or_else(|| {
+            let default = Argon2::default();
+            let params = default.params();
+            let template = format!(
+                "$argon2id$v=19$m={},t={},p={}${STAND_IN_SALT}${}",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                "A".repeat(43),
+            );
+            stand_in_with_costs_of(&PasswordHash::new(&template).ok()?)
+        })
+        .unwrap_or_default()
+}
+
+/// 16 bytes of salt (`stand-in salt 16`), in the PHC string's base64, as `hash-password`'s
+/// salts are long.
+const STAND_IN_SALT: &str = "c3RhbmQtaW4gc2FsdCAxNg";
+
+/// `template` with the stand-in salt and an all-zero output of its length.
+fn stand_in_with_costs_of(template: &PasswordHash<'_>) -> Option<String> {
+    let mut stand_in = template.clone();
+    stand_in.salt = Some(Salt::from_b64(STAND_IN_SALT).ok()?);
+    stand_in.hash = Some(Output::new(&vec![0; template.hash?.len()]).ok()?);
+    Some(stand_in.to_string())
 }
 
 impl fmt::Debug for Users {
@@ -138,18 +198,17 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
         .to_string())
 }
 
-/// Checks `password` against `user`'s hash, or, for an unknown user, against a hash of
-/// `hash-password`'s cost, so that both answers take about the same time. `memory` is argon2's
-/// working memory, grown to the hash's cost and kept for the next check.
+/// Checks `password` against `user`'s hash, or, for an unknown user, against `stand_in` (a
+/// hash of the costs most users' hashes have: [`Users::stand_in`]), so that both answers take
+/// about the same time. `memory` is argon2's working memory, grown to the hash's cost and kept
+/// for the next check.
 pub(crate) fn verify_password(
     user: Option<&User>,
+    stand_in: &str,
     password: &str,
     memory: &mut Vec<Block>,
 ) -> bool {
-    static STAND_IN: OnceLock<String> = OnceLock::new();
-    let stand_in =
-        STAND_IN.get_or_init(|| hash_password("a password no one has").unwrap_or_default());
-    let hash = user.map_or(stand_in.as_str(), |user| user.password_hash.as_str());
+    let hash = user.map_or(stand_in, |user| user.password_hash.as_str());
     let matches =
         PasswordHash::new(hash).is_ok_and(|hash| hash_matches(password.as_bytes(), &hash, memory));
     matches && user.is_some()
@@ -283,7 +342,12 @@ impl Place<'_> {
     /// [`verify_password`] off the async workers, once the turn comes (the place in the queue is
     /// given back then, or when the request is dropped meanwhile). The turn is given back when
     /// the check ends, even if the request was dropped meanwhile, and the memory before it.
-    pub(crate) async fn check(self, user: Option<User>, password: Zeroizing<String>) -> bool {
+    pub(crate) async fn check(
+        self,
+        user: Option<User>,
+        stand_in: Arc<str>,
+        password: Zeroizing<String>,
+    ) -> bool {
         let turn = match self.ticket {
             Ticket::Turn(turn) => turn,
             Ticket::Waiting(place) => {
@@ -300,7 +364,7 @@ impl Place<'_> {
         tokio::task::spawn_blocking(move || {
             let buffers = || pool.lock().unwrap_or_else(PoisonError::into_inner);
             let mut memory = buffers().pop().unwrap_or_default();
-            let verified = verify_password(user.as_ref(), &password, &mut memory);
+            let verified = verify_password(user.as_ref(), &stand_in, &password, &mut memory);
             buffers().push(memory);
             drop(turn);
             verified
@@ -366,15 +430,83 @@ mod tests {
         let hash = hash_password("correct horse").unwrap();
         let user = User::new("Ann@Example.com", hash, vec![1]).unwrap();
         let memory = &mut Vec::new();
-        assert!(verify_password(Some(&user), "correct horse", memory));
-        assert!(!verify_password(Some(&user), "wrong", memory));
-        assert!(!verify_password(None, "a password no one has", memory));
+        let users: Users = [user.clone()].into_iter().collect();
+        let stand_in = &users.stand_in();
+        assert!(verify_password(
+            Some(&user),
+            stand_in,
+            "correct horse",
+            memory
+        ));
+        assert!(!verify_password(Some(&user), stand_in, "wrong", memory));
+        assert!(!verify_password(None, stand_in, "correct horse", memory));
         // The memory is kept at the hash's cost, and reused.
         assert_eq!(memory.len(), Params::DEFAULT_M_COST as usize);
-        assert!(verify_password(Some(&user), "correct horse", memory));
-        let users: Users = [user].into_iter().collect();
+        assert!(verify_password(
+            Some(&user),
+            stand_in,
+            "correct horse",
+            memory
+        ));
         assert!(users.get("ann@example.com").is_some());
         assert!(!format!("{users:?}").contains("argon2"));
+    }
+
+    /// A user whose password `password` is hashed with argon2id at `memory_kib` of memory.
+    fn user_at_cost(name: &str, password: &str, memory_kib: u32) -> User {
+        let params = Params::new(memory_kib, 1, 1, None).unwrap();
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = argon2.hash_password(password.as_bytes(), &salt).unwrap();
+        User::new(name, hash.to_string(), vec![1]).unwrap()
+    }
+
+    #[test]
+    fn an_unknown_username_is_checked_at_the_costs_most_users_hashes_have() {
+        let users: Users = [
+            user_at_cost("ann", "ann's password", 64),
+            user_at_cost("bob", "bob's password", 64),
+            user_at_cost("cy", "cy's password", 32),
+        ]
+        .into_iter()
+        .collect();
+        let stand_in = users.stand_in();
+        let parsed = PasswordHash::new(&stand_in).unwrap();
+        let ann = PasswordHash::new(&users.get("ann").unwrap().password_hash).unwrap();
+        assert_eq!(parsed.algorithm, ann.algorithm);
+        assert_eq!(parsed.version, ann.version);
+        assert_eq!(parsed.params, ann.params);
+        assert_eq!(parsed.hash.unwrap().len(), ann.hash.unwrap().len());
+        // Its own salt and output: no user's.
+        for user in ["ann", "bob", "cy"] {
+            let hash = PasswordHash::new(&users.get(user).unwrap().password_hash).unwrap();
+            assert_ne!(parsed.salt, hash.salt);
+            assert_ne!(parsed.hash, hash.hash);
+        }
+        // The check runs at those costs (its memory grows to them), and says no even to a
+        // user's password.
+        let memory = &mut Vec::new();
+        assert!(!verify_password(None, &stand_in, "ann's password", memory));
+        assert_eq!(memory.len(), 64);
+
+        // Of equal counts, the same stand-in whatever the order the users came in.
+        let (small, large) = (user_at_cost("a", "p", 32), user_at_cost("b", "p", 64));
+        let one_way: Users = [small.clone(), large.clone()].into_iter().collect();
+        let other_way: Users = [large, small].into_iter().collect();
+        assert_eq!(one_way.stand_in(), other_way.stand_in());
+    }
+
+    #[test]
+    fn without_users_the_stand_in_has_hash_passwords_costs() {
+        let made = hash_password("pw").unwrap();
+        let made = PasswordHash::new(&made).unwrap();
+        let stand_in = Users::default().stand_in();
+        let stand_in = PasswordHash::new(&stand_in).unwrap();
+        assert_eq!(stand_in.algorithm, made.algorithm);
+        assert_eq!(stand_in.version, made.version);
+        assert_eq!(stand_in.params, made.params);
+        assert_eq!(stand_in.hash.unwrap().len(), made.hash.unwrap().len());
+        assert_eq!(stand_in.salt.unwrap().len(), made.salt.unwrap().len());
     }
 
     #[test]
