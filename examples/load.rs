@@ -1,11 +1,13 @@
 //! A bounded end-to-end load run on loopback: `cargo run --release --example load`.
 //!
-//! Four servers, one after the other, each a child process of this binary pinned to CPU 0
-//! (`taskset -c 0`), serving `GET /accounts/2` with `hello` on a single-threaded tokio runtime:
+//! Four servers, each a child process of this binary pinned to CPU 0 (`taskset -c 0`), serving
+//! `GET /accounts/2` with `hello` on a single-threaded tokio runtime, taking turns:
 //!
 //! - `bare`: axum alone;
 //! - `floor`: axum behind a middleware that does only the irreducible work: parse the header,
-//!   one HMAC-SHA512 with a precomputed keyed state, compare;
+//!   one HMAC-SHA512 with a precomputed keyed state, compare (a tower layer of the fewest moving
+//!   parts; `--servers floor-from-fn` adds the same work in `axum::middleware::from_fn`, whose
+//!   plumbing costs more than the work);
 //! - `full-moka`: axum behind `VerifyPskLayer` with its default settings (the moka replay store);
 //! - `full-compact`: the same with `CompactReplayStore`.
 //!
@@ -17,16 +19,20 @@
 //! server, the bottleneck). Every response must be a 200. The server's CPU time per request is
 //! read from `/proc/<pid>/stat`.
 //!
-//! Each server gets a warm-up, then a fixed number of measured requests, and stops early at a
-//! time cap: the run always ends by itself. Servers listen on 127.0.0.1 only and exit when this
-//! process closes their stdin (or at their own time cap).
+//! The servers are started together and run to the end (a full server's replay store keeps
+//! what it recorded, as a server's would: at the default capacity, about 600,000 requests a
+//! run, warm-up included, before it is full); each is warmed up once. Then, in each round,
+//! each server in turn gets a fixed number of measured requests, stopping early at a time cap:
+//! the run always ends by itself. Servers listen on 127.0.0.1 only and exit when this process
+//! closes their stdin (or at their own time cap).
 //!
-//! Options: `--requests N` (measured requests per server, default 100000), `--warmup N`
-//! (default 10000), `--connections N` (default 32), `--cap-secs N` (per server and round,
-//! default 30), `--rounds N` (default 3: the servers take turns, in the opposite order every
-//! other round; the summary gives each figure's median, and each server's throughput ratio and
-//! p99 added beside the floor's run of the same round, as the median over the rounds and the
-//! lowest to highest), `--servers a,b` (default all four), `--rate N` (see below).
+//! Options: `--requests N` (measured requests per server and round, default 100000),
+//! `--warmup N` (per server, default 10000), `--connections N` (default 32), `--cap-secs N`
+//! (per server and round, default 30), `--rounds N` (default 3: the servers take turns, in the
+//! opposite order every other round; the summary gives each figure's median, and each server's
+//! throughput ratio and p99 added beside the floor's turn in the same round, as the median over
+//! the rounds and the lowest to highest), `--servers a,b` (default all four), `--rate N` (see
+//! below).
 //!
 //! With `--rate N` the measured requests are sent at a fixed pace of N a second in all (open
 //! loop, as wrk2 does), not as fast as the server answers: request `i` is due `i / N` seconds
@@ -39,18 +45,20 @@ use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{Credential, HmacSha512, SigningString};
 use armor_psk::replay::CompactReplayStore;
 use armor_psk::{Signer, VerifyPskLayer};
-use axum::extract::Request;
+use axum::http::Request;
 use axum::http::{header::AUTHORIZATION, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use futures_util::future::{ready, Either, Ready};
 use hmac::Mac as _;
 use http::Method;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -125,7 +133,9 @@ fn serve(kind: &str) -> ExitCode {
     let app = match app(kind) {
         Some(app) => app,
         None => {
-            eprintln!("error: unknown server {kind:?} (expected one of {SERVERS:?})");
+            eprintln!(
+                "error: unknown server {kind:?} (expected one of {SERVERS:?}, or floor-from-fn)"
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -167,10 +177,11 @@ fn app(kind: &str) -> Option<Router> {
     let keys = || MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
     Some(match kind {
         "bare" => hello,
-        "floor" => {
-            let keyed = Arc::new(HmacSha512::new_from_slice(SECRET.as_bytes()).ok()?);
+        "floor" => hello.layer(FloorLayer::new()?),
+        "floor-from-fn" => {
+            let floor = FloorLayer::new()?;
             hello.layer(axum::middleware::from_fn(move |request, next| {
-                floor(Arc::clone(&keyed), request, next)
+                floor_from_fn(floor.clone(), request, next)
             }))
         }
         "full-moka" => hello.layer(VerifyPskLayer::new(keys())),
@@ -181,27 +192,86 @@ fn app(kind: &str) -> Option<Router> {
     })
 }
 
-/// The irreducible work of any verifier: parse the header, one HMAC-SHA512 over the signing
-/// string with a precomputed keyed state, compare. No window, no key lookup, no replay record.
-async fn floor(keyed: Arc<HmacSha512>, request: Request, next: Next) -> Response {
-    let verified = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| Credential::parse_bytes(value.as_bytes()).ok())
-        .is_some_and(|credential| {
-            let signing = SigningString {
-                key_id: credential.key_id(),
-                method: request.method().as_str(),
-                path: request.uri().path(),
-                nonce: credential.nonce(),
-                timestamp: credential.timestamp(),
-            };
-            signing
-                .keyed_prefix(&keyed)
-                .verify_slice(credential.mac())
-                .is_ok()
-        });
-    if verified {
+/// The irreducible work of any verifier, as a tower layer of the fewest moving parts (the
+/// inner service's future or a ready 401, no allocation): parse the header, one HMAC-SHA512
+/// over the signing string with a precomputed keyed state, compare. No window, no key lookup,
+/// no replay record.
+#[derive(Clone)]
+struct FloorLayer {
+    keyed: Arc<HmacSha512>,
+}
+
+impl FloorLayer {
+    fn new() -> Option<Self> {
+        let keyed = HmacSha512::new_from_slice(SECRET.as_bytes()).ok()?;
+        Some(FloorLayer {
+            keyed: Arc::new(keyed),
+        })
+    }
+
+    fn verifies<B>(&self, request: &Request<B>) -> bool {
+        request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|value| Credential::parse_bytes(value.as_bytes()).ok())
+            .is_some_and(|credential| {
+                let signing = SigningString {
+                    key_id: credential.key_id(),
+                    method: request.method().as_str(),
+                    path: request.uri().path(),
+                    nonce: credential.nonce(),
+                    timestamp: credential.timestamp(),
+                };
+                signing
+                    .keyed_prefix(&self.keyed)
+                    .verify_slice(credential.mac())
+                    .is_ok()
+            })
+    }
+}
+
+impl<S> tower_layer::Layer<S> for FloorLayer {
+    type Service = Floor<S>;
+
+    fn layer(&self, inner: S) -> Floor<S> {
+        Floor {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Floor<S> {
+    inner: S,
+    layer: FloorLayer,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for Floor<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if self.layer.verifies(&request) {
+            Either::Right(self.inner.call(request))
+        } else {
+            Either::Left(ready(Ok(StatusCode::UNAUTHORIZED.into_response())))
+        }
+    }
+}
+
+/// The same work in `axum::middleware::from_fn` (`--servers floor-from-fn`), to show what its
+/// plumbing costs: a boxed future and a clone of the inner service a request.
+async fn floor_from_fn(floor: FloorLayer, request: axum::extract::Request, next: Next) -> Response {
+    if floor.verifies(&request) {
         next.run(request).await
     } else {
         StatusCode::UNAUTHORIZED.into_response()
@@ -287,25 +357,26 @@ fn generate(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|error| format!("no tokio runtime: {error}"))?;
 
-    // Rounds interleave the servers, in the opposite order every other round, so that the
-    // machine's drift (its speed moves by tens of percent over seconds) lands on all of them
-    // alike. Each ratio is taken within its round, the floor's run beside the server's, and the
+    // Every server runs for the whole run, as a server would (its replay store keeps what it
+    // recorded), and is warmed up once. Rounds interleave the servers, in the opposite order
+    // every other round, so that the machine's drift (its speed moves by tens of percent within
+    // seconds) lands on all of them alike: many short rounds follow it closer than a few long
+    // ones. Each ratio is taken within its round, the floor's turn beside the server's, and the
     // summary gives the median of those ratios and their range.
-    let mut results: Vec<(String, Vec<Outcome>)> = servers
-        .iter()
-        .map(|kind| (kind.clone(), Vec::new()))
-        .collect();
+    let mut results = Vec::new();
+    for kind in &servers {
+        let server = Server::start(kind, pinned)?;
+        runtime.block_on(warm_up(server.port, &settings))?;
+        results.push((kind.clone(), server, Vec::new()));
+    }
     for round in 1..=settings.rounds {
         println!("round {round} of {}:", settings.rounds);
-        let mut order: Vec<&mut (String, Vec<Outcome>)> = results.iter_mut().collect();
+        let mut order: Vec<&mut (String, Server, Vec<Outcome>)> = results.iter_mut().collect();
         if round % 2 == 0 {
             order.reverse();
         }
-        for (kind, outcomes) in order {
-            let mut server = Server::start(kind, pinned)?;
-            let outcome = runtime.block_on(run(server.port, server.pid(), &settings));
-            server.stop();
-            let outcome = outcome?;
+        for (kind, server, outcomes) in order {
+            let outcome = runtime.block_on(measure(server.port, server.pid(), &settings))?;
             if outcome.failed > 0 {
                 return Err(format!(
                     "{kind}: {} requests were not answered 200",
@@ -325,6 +396,13 @@ fn generate(args: &[String]) -> Result<(), String> {
             outcomes.push(outcome);
         }
     }
+    let results: Vec<(String, Vec<Outcome>)> = results
+        .into_iter()
+        .map(|(kind, mut server, outcomes)| {
+            server.stop();
+            (kind, outcomes)
+        })
+        .collect();
     print_summary(&results, settings.rate.is_some());
     Ok(())
 }
@@ -499,13 +577,19 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-async fn run(port: u16, pid: u32, settings: &Settings) -> Result<Outcome, String> {
-    let signer = Signer::new(KEY_ID, SECRET).map_err(|error| error.to_string())?;
-    // Warm-up: connections made, caches and allocator warm; not measured.
-    let warmup = sign_pool(&signer, settings.warmup)?;
-    drive(port, warmup, settings.connections, settings.cap, None).await?;
+/// Connections made, caches and allocator warm; not measured.
+async fn warm_up(port: u16, settings: &Settings) -> Result<(), String> {
+    let warmup = sign_pool(settings.warmup)?;
+    let (_, failed) = drive(port, warmup, settings.connections, settings.cap, None).await?;
+    match failed {
+        0 => Ok(()),
+        failed => Err(format!("{failed} warm-up requests were not answered 200")),
+    }
+}
 
-    let pool = sign_pool(&signer, settings.requests)?;
+/// One server's turn in a round.
+async fn measure(port: u16, pid: u32, settings: &Settings) -> Result<Outcome, String> {
+    let pool = sign_pool(settings.requests)?;
     let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let pace = settings.rate.map(|rate| (started, rate));
@@ -524,7 +608,8 @@ async fn run(port: u16, pid: u32, settings: &Settings) -> Result<Outcome, String
 }
 
 /// `count` requests, each signed with a fresh nonce and the current time.
-fn sign_pool(signer: &Signer, count: u64) -> Result<Arc<Vec<Vec<u8>>>, String> {
+fn sign_pool(count: u64) -> Result<Arc<Vec<Vec<u8>>>, String> {
+    let signer = Signer::new(KEY_ID, SECRET).map_err(|error| error.to_string())?;
     let pool = (0..count)
         .map(|_| {
             let authorization = signer
