@@ -6,8 +6,8 @@
 //! - `bare`: axum alone;
 //! - `floor`: axum behind a middleware that does only the irreducible work: parse the header,
 //!   one HMAC-SHA512 with a precomputed keyed state, compare (a tower layer of the fewest moving
-//!   parts; `--servers floor-from-fn` adds the same work in `axum::middleware::from_fn`, whose
-//!   plumbing costs more than the work);
+//!   parts; `--servers floor-from-fn` adds the same work in `axum::middleware::from_fn`, to
+//!   compare: its boxed future and service clone cost nothing measurable here);
 //! - `full-moka`: axum behind `VerifyPskLayer` with its default settings (the moka replay store);
 //! - `full-compact`: the same with `CompactReplayStore`.
 //!
@@ -24,7 +24,8 @@
 //! run, warm-up included, before it is full); each is warmed up once. Then, in each round,
 //! each server in turn gets a fixed number of measured requests, stopping early at a time cap:
 //! the run always ends by itself. Servers listen on 127.0.0.1 only and exit when this process
-//! closes their stdin (or at their own time cap).
+//! closes their stdin, or at the latest when every turn of the run could have reached its cap
+//! and ten minutes more have passed.
 //!
 //! Options: `--requests N` (measured requests per server and round, default 100000),
 //! `--warmup N` (per server, default 10000), `--connections N` (default 32), `--cap-secs N`
@@ -68,15 +69,22 @@ const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
 const SECRET: &str = "Qm9ndXMgZGVtbyBzZWNyZXQgZm9yIHRoZSBsb2FkIHJ1bg";
 const PATH: &str = "/accounts/2";
 const SERVERS: [&str; 4] = ["bare", "floor", "full-moka", "full-compact"];
-/// How long a server lives at most, whatever happens to this process.
-const SERVER_CAP: Duration = Duration::from_secs(600);
+/// Added to the time a run's turns may take at most, for a server's lifetime: signing the
+/// requests between turns, starting and stopping.
+const SERVER_SLACK: Duration = Duration::from_secs(600);
 /// Set in the re-executed generator, so that it does not re-execute itself again.
 const PINNED: &str = "ARMOR_PSK_LOAD_PINNED";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(kind) = option(&args, "--serve") {
-        return serve(&kind);
+        return match number(&args, "--lifetime-secs", SERVER_SLACK.as_secs()) {
+            Ok(lifetime) => serve(&kind, Duration::from_secs(lifetime)),
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if std::env::var_os(PINNED).is_none() && taskset_works() {
         // Re-run this generator pinned to CPU 1; the servers go to CPU 0.
@@ -129,7 +137,9 @@ fn taskset_works() -> bool {
 
 // --- The servers. --------------------------------------------------------------------------------
 
-fn serve(kind: &str) -> ExitCode {
+/// Serves until this process's stdin is closed (the generator is done, or gone), or at the
+/// latest after `lifetime`.
+fn serve(kind: &str, lifetime: Duration) -> ExitCode {
     let app = match app(kind) {
         Some(app) => app,
         None => {
@@ -152,12 +162,12 @@ fn serve(kind: &str) -> ExitCode {
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("PORT {}", listener.local_addr()?.port());
-        let stop = async {
+        let stop = async move {
             // The parent closes our stdin when it is done with us (or dies).
             let closed = tokio::task::spawn_blocking(|| {
                 let _ = std::io::stdin().read_to_end(&mut Vec::new());
             });
-            let _ = tokio::time::timeout(SERVER_CAP, closed).await;
+            let _ = tokio::time::timeout(lifetime, closed).await;
         };
         axum::serve(listener, app)
             .with_graceful_shutdown(stop)
@@ -268,8 +278,8 @@ where
     }
 }
 
-/// The same work in `axum::middleware::from_fn` (`--servers floor-from-fn`), to show what its
-/// plumbing costs: a boxed future and a clone of the inner service a request.
+/// The same work in `axum::middleware::from_fn` (`--servers floor-from-fn`), to compare its
+/// plumbing (a boxed future and a clone of the inner service a request) with the floor's.
 async fn floor_from_fn(floor: FloorLayer, request: axum::extract::Request, next: Next) -> Response {
     if floor.verifies(&request) {
         next.run(request).await
@@ -363,9 +373,15 @@ fn generate(args: &[String]) -> Result<(), String> {
     // seconds) lands on all of them alike: many short rounds follow it closer than a few long
     // ones. Each ratio is taken within its round, the floor's turn beside the server's, and the
     // summary gives the median of those ratios and their range.
+    // Each turn, warm-up included, stops at the cap: a server outlives the longest run.
+    let turns = (settings.rounds + 1).saturating_mul(servers.len() as u64);
+    let lifetime = settings
+        .cap
+        .saturating_mul(u32::try_from(turns).unwrap_or(u32::MAX))
+        .saturating_add(SERVER_SLACK);
     let mut results = Vec::new();
     for kind in &servers {
-        let server = Server::start(kind, pinned)?;
+        let server = Server::start(kind, pinned, lifetime)?;
         runtime.block_on(warm_up(server.port, &settings))?;
         results.push((kind.clone(), server, Vec::new()));
     }
@@ -499,8 +515,13 @@ impl Spread {
         let mut figures: Vec<f64> = figures.collect();
         figures.sort_by(f64::total_cmp);
         let at = |index: usize| figures.get(index).copied().unwrap_or(f64::NAN);
+        let middle = figures.len() / 2;
+        let median = match figures.len() % 2 {
+            1 => at(middle),
+            _ => (at(middle.saturating_sub(1)) + at(middle)) / 2.0,
+        };
         Spread {
-            median: at(figures.len() / 2),
+            median,
             lowest: at(0),
             highest: at(figures.len().saturating_sub(1)),
         }
@@ -514,7 +535,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(kind: &str, pinned: bool) -> Result<Self, String> {
+    fn start(kind: &str, pinned: bool, lifetime: Duration) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|error| format!("own path: {error}"))?;
         let mut command = if pinned {
             let mut command = Command::new("taskset");
@@ -525,6 +546,7 @@ impl Server {
         };
         let mut child = command
             .args(["--serve", kind])
+            .args(["--lifetime-secs", &lifetime.as_secs().to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

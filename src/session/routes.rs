@@ -196,11 +196,11 @@ async fn authorize(
         tracing::info!(username = ?request.username, "sign-in throttled");
         return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
     }
-    let users = sessions.users();
-    let user = users.get(&request.username).cloned();
-    let verified = place
-        .check(user.clone(), users.stand_in(), request.password)
-        .await;
+    let (user, stand_in) = {
+        let users = sessions.users();
+        (users.get(&request.username).cloned(), users.stand_in())
+    };
+    let verified = place.check(user.clone(), stand_in, request.password).await;
     let Some(user) = user.filter(|_| verified) else {
         tracing::info!(username = ?request.username, "sign-in refused");
         return Err(AuthEndpointError::InvalidCredentials);

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{Output, PasswordHash, PasswordHasher, Salt, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use moka::ops::compute::Op;
 use moka::sync::Cache;
@@ -138,49 +138,85 @@ impl FromIterator<User> for Users {
 
 /// A stand-in for an unknown username's hash, so that its check takes the time a user's takes:
 /// the argon2 costs (variant, version, memory, passes, lanes, output length) that most of
-/// `users`' hashes have (of equal counts, the first stand-in in sorted order), or
-/// `hash-password`'s when there is no user. It has a salt of its own and an all-zero output: it
-/// copies no user's salt or hash, and no password is expected to match it (the check's answer
-/// for an unknown username is no, whatever it computes).
+/// `users`' hashes have (of equal counts, the least costs in [`Costs`]'s order), or
+/// `hash-password`'s when no user has a usable hash. It has a salt of its own and an all-zero
+/// output, and no other parameter: it copies nothing of any user's hash, and no password is
+/// expected to match it (the check's answer for an unknown username is no, whatever it
+/// computes).
 fn stand_in_hash<'a>(users: impl Iterator<Item = &'a User>) -> String {
-    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut counts: HashMap<Costs, usize> = HashMap::new();
     for user in users {
-        if let Some(stand_in) = PasswordHash::new(&user.password_hash)
+        if let Some(costs) = PasswordHash::new(&user.password_hash)
             .ok()
-            .and_then(|hash| stand_in_with_costs_of(&hash))
+            .and_then(|hash| Costs::of(&hash))
         {
-            *counts.entry(stand_in).or_default() += 1;
+            *counts.entry(costs).or_default() += 1;
         }
     }
-    counts
+    let costs = counts
         .into_iter()
         .max_by(|(a, a_count), (b, b_count)| a_count.cmp(b_count).then_with(|| b.cmp(a)))
-        .map(|(stand_in, _)| stand_in)
-        .or_else(|| {
-            let default = Argon2::default();
-            let params = default.params();
-            let template = format!(
-                "$argon2id$v=19$m={},t={},p={}${STAND_IN_SALT}${}",
-                params.m_cost(),
-                params.t_cost(),
-                params.p_cost(),
-                "A".repeat(43),
-            );
-            stand_in_with_costs_of(&PasswordHash::new(&template).ok()?)
-        })
-        .unwrap_or_default()
+        .map_or_else(Costs::of_hash_password, |(costs, _)| costs);
+    costs.stand_in()
 }
 
 /// 16 bytes of salt (`stand-in salt 16`), in the PHC string's base64, as `hash-password`'s
 /// salts are long.
 const STAND_IN_SALT: &str = "c3RhbmQtaW4gc2FsdCAxNg";
 
-/// `template` with the stand-in salt and an all-zero output of its length.
-fn stand_in_with_costs_of(template: &PasswordHash<'_>) -> Option<String> {
-    let mut stand_in = template.clone();
-    stand_in.salt = Some(Salt::from_b64(STAND_IN_SALT).ok()?);
-    stand_in.hash = Some(Output::new(&vec![0; template.hash?.len()]).ok()?);
-    Some(stand_in.to_string())
+/// What checking a password against an argon2 hash takes, as argon2 reads it from the PHC
+/// string (parameters in any order, the version 0x13 when left out).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Costs {
+    algorithm: &'static str,
+    version: u32,
+    memory_kib: u32,
+    passes: u32,
+    lanes: u32,
+    output_len: usize,
+}
+
+impl Costs {
+    fn of(hash: &PasswordHash<'_>) -> Option<Self> {
+        let (algorithm, version, params) = argon2_of(hash)?;
+        Some(Costs {
+            algorithm: algorithm.as_str(),
+            version: version.into(),
+            memory_kib: params.m_cost(),
+            passes: params.t_cost(),
+            lanes: params.p_cost(),
+            output_len: hash.hash?.len(),
+        })
+    }
+
+    fn of_hash_password() -> Self {
+        let params = Params::DEFAULT;
+        Costs {
+            algorithm: Algorithm::default().as_str(),
+            version: Version::default().into(),
+            memory_kib: params.m_cost(),
+            passes: params.t_cost(),
+            lanes: params.p_cost(),
+            output_len: Params::DEFAULT_OUTPUT_LEN,
+        }
+    }
+
+    /// A PHC string with these costs, the stand-in salt and an all-zero output.
+    fn stand_in(self) -> String {
+        let output = "A".repeat((self.output_len * 4).div_ceil(3));
+        format!(
+            "${}$v={}$m={},t={},p={}${STAND_IN_SALT}${output}",
+            self.algorithm, self.version, self.memory_kib, self.passes, self.lanes,
+        )
+    }
+}
+
+/// The variant, version and parameters argon2 takes from `hash`.
+fn argon2_of(hash: &PasswordHash<'_>) -> Option<(Algorithm, Version, Params)> {
+    let algorithm = Algorithm::try_from(hash.algorithm).ok()?;
+    let version = hash.version.map(Version::try_from).transpose().ok()?;
+    let params = Params::try_from(hash).ok()?;
+    Some((algorithm, version.unwrap_or_default(), params))
 }
 
 impl fmt::Debug for Users {
@@ -221,11 +257,7 @@ fn hash_matches(password: &[u8], hash: &PasswordHash<'_>, memory: &mut Vec<Block
     let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
         return false;
     };
-    let (Ok(params), Ok(algorithm)) = (Params::try_from(hash), Algorithm::try_from(hash.algorithm))
-    else {
-        return false;
-    };
-    let Ok(version) = hash.version.map(Version::try_from).transpose() else {
+    let Some((algorithm, version, params)) = argon2_of(hash) else {
         return false;
     };
     let mut salt_bytes = [0u8; 64];
@@ -237,7 +269,7 @@ fn hash_matches(password: &[u8], hash: &PasswordHash<'_>, memory: &mut Vec<Block
         return false;
     };
     memory.resize(params.block_count(), Block::default());
-    let argon2 = Argon2::new(algorithm, version.unwrap_or_default(), params);
+    let argon2 = Argon2::new(algorithm, version, params);
     argon2
         .hash_password_into_with_memory(password, salt, computed, &mut memory[..])
         .is_ok()
@@ -489,11 +521,54 @@ mod tests {
         assert!(!verify_password(None, &stand_in, "ann's password", memory));
         assert_eq!(memory.len(), 64);
 
-        // Of equal counts, the same stand-in whatever the order the users came in.
+        // Of equal counts, the least costs, whatever order the users came in (and the map
+        // holds them in).
         let (small, large) = (user_at_cost("a", "p", 32), user_at_cost("b", "p", 64));
-        let one_way: Users = [small.clone(), large.clone()].into_iter().collect();
-        let other_way: Users = [large, small].into_iter().collect();
-        assert_eq!(one_way.stand_in(), other_way.stand_in());
+        for users in [[&small, &large], [&large, &small]].repeat(4) {
+            let users: Users = users.into_iter().cloned().collect();
+            let stand_in = users.stand_in();
+            let memory_kib = PasswordHash::new(&stand_in)
+                .unwrap()
+                .params
+                .get_decimal("m");
+            assert_eq!(memory_kib, Some(32));
+        }
+    }
+
+    #[test]
+    fn hashes_of_the_same_costs_count_together_however_they_are_spelled() {
+        let ann = user_at_cost("ann", "ann's password", 64);
+        // Bob's hash at the same costs with associated data, its parameters then put in
+        // another order and the version left out (argon2 takes 0x13): argon2 does the same
+        // work for it.
+        let params = argon2::ParamsBuilder::new()
+            .m_cost(64)
+            .t_cost(1)
+            .p_cost(1)
+            .data(argon2::AssociatedData::new(b"some data").unwrap())
+            .build()
+            .unwrap();
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let salt = SaltString::generate(&mut OsRng);
+        let hash = argon2.hash_password(b"bob's password", &salt).unwrap();
+        let hash = hash.to_string();
+        let (head, tail) = hash.split_once("$v=19$m=64,t=1,p=1,").unwrap();
+        let (data, tail) = tail.split_once('$').unwrap();
+        let respelled = format!("{head}${data},t=1,p=1,m=64${tail}");
+        let bob = User::new("bob", respelled, vec![1]).unwrap();
+        assert!(verify_password(
+            Some(&bob),
+            "",
+            "bob's password",
+            &mut Vec::new()
+        ));
+        let cy = user_at_cost("cy", "cy's password", 32);
+        let users: Users = [ann, bob, cy].into_iter().collect();
+        let stand_in = users.stand_in();
+        let stand_in = PasswordHash::new(&stand_in).unwrap();
+        assert_eq!(stand_in.params.get_decimal("m"), Some(64));
+        // Nothing of bob's hash but its costs.
+        assert_eq!(stand_in.params.get_str("data"), None);
     }
 
     #[test]
