@@ -6,7 +6,7 @@ use std::time::Duration;
 use armor_psk::clock::ManualClock;
 use armor_psk::date_hmac::{DateHmac, DateHmacSigner};
 use armor_psk::key_store::MemoryKeyStore;
-use armor_psk::psk::ArmorPsk;
+use armor_psk::psk::{ArmorPsk, BodyForm, BodyForms};
 use armor_psk::verify::{OneOf, Scheme, VerifyLayer};
 use armor_psk::{Rejection, Signer, VerifiedKey};
 use axum::body::{Body, Bytes};
@@ -227,6 +227,46 @@ async fn both_schemes_on_one_route() {
     let response = app.clone().oneshot(request(None, None)).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()["www-authenticate"], "ARMOR-PSK");
+}
+
+#[tokio::test]
+async fn a_combined_armor_psk_takes_its_own_settings() {
+    let clock = ManualClock::new(DATE_UNIX);
+    let psk = ArmorPsk::new(keys())
+        .window(std::time::Duration::from_secs(30))
+        .body_forms(BodyForms::only(BodyForm::Raw));
+    let scheme = OneOf::new(psk, DateHmac::new(keys()));
+    let app = router(VerifyLayer::with_scheme(scheme).clock(clock.clone()));
+    let signer = Signer::new(API_KEY, KEY).unwrap().clock(clock.clone());
+    let signed = |form| {
+        let mut request = Request::post("/x").body(b"{}".to_vec()).unwrap();
+        signer.clone().body_form(form).sign(&mut request).unwrap();
+        request.map(Body::from)
+    };
+
+    let refusal = |body: Bytes| {
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        body["error"]["code"].as_str().unwrap().to_owned()
+    };
+    // The digest form is not among the scheme's forms; the raw form is.
+    let (status, body) = send(&app, signed(BodyForm::Digest)).await;
+    assert_eq!(
+        (status, refusal(body)),
+        (StatusCode::UNAUTHORIZED, "bad_signature".into())
+    );
+    let (status, body) = send(&app, signed(BodyForm::Raw)).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, Bytes::from("armor-psk license-key-1 raw"))
+    );
+    // 60 seconds late is outside its 30-second window.
+    let late = signed(BodyForm::Raw);
+    clock.advance(60);
+    let (status, body) = send(&app, late).await;
+    assert_eq!(
+        (status, refusal(body)),
+        (StatusCode::UNAUTHORIZED, "timestamp_out_of_window".into())
+    );
 }
 
 #[tokio::test]

@@ -44,6 +44,38 @@ impl ArmorPsk {
         }
     }
 
+    /// [`VerifyPskLayer::window`](crate::VerifyPskLayer::window), for a scheme built directly
+    /// (to combine it with another in [`OneOf`](crate::verify::OneOf)).
+    #[must_use]
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window_secs = window.as_secs();
+        self
+    }
+
+    /// [`VerifyPskLayer::body_forms`](crate::VerifyPskLayer::body_forms), for a scheme built
+    /// directly.
+    #[must_use]
+    pub fn body_forms(mut self, forms: BodyForms) -> Self {
+        self.body_forms = forms;
+        self
+    }
+
+    /// [`VerifyPskLayer::insecure_accept_unsigned_body`](crate::VerifyPskLayer::insecure_accept_unsigned_body),
+    /// for a scheme built directly. **Insecure**: read that method's warning.
+    #[must_use]
+    pub fn insecure_accept_unsigned_body(mut self) -> Self {
+        self.unsigned_body = true;
+        self
+    }
+
+    /// [`VerifyPskLayer::unique_nonce`](crate::VerifyPskLayer::unique_nonce), for a scheme
+    /// built directly.
+    #[must_use]
+    pub fn unique_nonce(mut self, unique: bool) -> Self {
+        self.unique_nonce = unique;
+        self
+    }
+
     /// The body forms the scheme accepts for a request with or without a body.
     pub fn accepted_forms(&self, has_body: bool) -> BodyForms {
         if has_body && !self.unsigned_body {
