@@ -322,10 +322,6 @@ impl Outcome {
         let at = ((last as f64) * percent / 100.0).round() as usize;
         self.latencies[at.min(last)] as f64 / 1_000.0
     }
-
-    fn cpu_per_request_us(&self) -> f64 {
-        self.server_cpu.as_secs_f64() * 1e6 / self.completed.max(1) as f64
-    }
 }
 
 fn generate(args: &[String]) -> Result<(), String> {
@@ -407,7 +403,7 @@ fn generate(args: &[String]) -> Result<(), String> {
                 outcome.rate(),
                 outcome.percentile_us(50.0),
                 outcome.percentile_us(99.0),
-                outcome.cpu_per_request_us(),
+                cpu_per_request_us(std::slice::from_ref(&outcome)),
             );
             outcomes.push(outcome);
         }
@@ -436,7 +432,7 @@ fn print_summary(results: &[(String, Vec<Outcome>)], paced: bool) {
          highest round):"
     );
     println!(
-        "  {:<13} {:>9} {:>9} {:>9} {:>12} {:>10} {:>13} {:>11} {:>17}",
+        "  {:<13} {:>9} {:>9} {:>9} {:>12} {:>10} {:>17} {:>11} {:>17}",
         "server",
         "req/s",
         "p50 µs",
@@ -462,41 +458,28 @@ fn print_summary(results: &[(String, Vec<Outcome>)], paced: bool) {
         // At a fixed pace every server was sent the same rate: it says nothing of throughput.
         let ratio = beside_floor(&|own, floor| 100.0 * own.rate() / floor.rate())
             .filter(|_| !paced)
-            .map_or_else(
-                || ("-".to_owned(), "-".to_owned()),
-                |ratio| {
-                    (
-                        format!("{:.1}%", ratio.median),
-                        format!("{:.1}–{:.1}%", ratio.lowest, ratio.highest),
-                    )
-                },
-            );
+            .map(|ratio| ratio.columns(|percent| format!("{percent:.1}%")));
         let added = beside_floor(&|own, floor| own.percentile_us(99.0) - floor.percentile_us(99.0))
-            .map_or_else(
-                || ("-".to_owned(), "-".to_owned()),
-                |added| {
-                    (
-                        format!("{:+.1}", added.median),
-                        format!("{:+.0} to {:+.0}", added.lowest, added.highest),
-                    )
-                },
-            );
+            .map(|added| added.columns(|us| format!("{us:+.0}")));
+        let dash = || ["-".to_owned(), "-".to_owned()];
+        let [ratio, ratio_range] = ratio.unwrap_or_else(dash);
+        let [added, added_range] = added.unwrap_or_else(dash);
         println!(
-            "  {kind:<13} {:>9.0} {:>9.1} {:>9.1} {:>12.1} {:>10} {:>13} {:>11} {:>17}",
+            "  {kind:<13} {:>9.0} {:>9.1} {:>9.1} {:>12.1} {:>10} {:>17} {:>11} {:>17}",
             figure(&Outcome::rate).median,
             figure(&|outcome| outcome.percentile_us(50.0)).median,
             figure(&|outcome| outcome.percentile_us(99.0)).median,
             cpu_per_request_us(outcomes),
-            ratio.0,
-            ratio.1,
-            added.0,
-            added.1,
+            ratio,
+            ratio_range,
+            added,
+            added_range,
         );
     }
 }
 
-/// The server's CPU time a request over every round: one round's is read in 10 ms ticks,
-/// which a short round's requests share.
+/// The server's CPU time a request over `outcomes` (the summary takes every round: one round's
+/// is read in 10 ms ticks, which a short round's requests share).
 fn cpu_per_request_us(outcomes: &[Outcome]) -> f64 {
     let cpu: Duration = outcomes.iter().map(|outcome| outcome.server_cpu).sum();
     let requests: u64 = outcomes.iter().map(|outcome| outcome.completed).sum();
@@ -525,6 +508,12 @@ impl Spread {
             lowest: at(0),
             highest: at(figures.len().saturating_sub(1)),
         }
+    }
+
+    /// The median, and the range from lowest to highest, each figure written by `write`.
+    fn columns(&self, write: impl Fn(f64) -> String) -> [String; 2] {
+        let range = format!("{} to {}", write(self.lowest), write(self.highest));
+        [write(self.median), range]
     }
 }
 
