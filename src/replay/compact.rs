@@ -558,16 +558,20 @@ impl CompactReplayStore {
         // Flagged before the claim (which runs under the shard's lock): a thread that collects
         // reserves either sees the flag, or waits for this shard's lock and collects the chunk.
         inner.reserves_out.store(1, Ordering::Release);
+        // Near the capacity a claim takes a small share of what is left, not a whole chunk:
+        // otherwise a thread that has just collected the reserves can find another shard has
+        // claimed all of it again, time after time, and refuse a request below the capacity.
+        let shards = inner.shards.len() as u64;
+        let share = |claimed: u64| {
+            let left = inner.capacity - claimed;
+            inner.chunk.min(left / (2 * shards)).max(1)
+        };
         let claimed = inner
             .claimed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |claimed| {
-                (claimed < inner.capacity)
-                    .then(|| claimed + inner.chunk.min(inner.capacity - claimed))
+                (claimed < inner.capacity).then(|| claimed + share(claimed))
             });
-        match claimed {
-            Ok(before) => inner.chunk.min(inner.capacity - before),
-            Err(_) => 0,
-        }
+        claimed.map_or(0, share)
     }
 }
 
@@ -853,6 +857,25 @@ mod tests {
             Err(ReplayStoreError::Full { capacity: 40_000 })
         ));
         assert_eq!(store.live_entries(), 40_000);
+    }
+
+    /// Near the capacity a shard's claim leaves most of what is left to the others, so that a
+    /// thread that collected the reserves finds room unless the store is really full.
+    #[test]
+    fn a_claim_near_the_capacity_leaves_the_rest_for_other_shards() {
+        let store = CompactReplayStore::builder().capacity(40_000).build();
+        assert!(store.inner.shards.len() > 1);
+        for left in [40, 10, 2, 1] {
+            store.inner.claimed.store(40_000 - left, Ordering::Release);
+            let taken = store.claim_chunk();
+            assert!((1..=left.div_ceil(2)).contains(&taken), "{taken} of {left}");
+            assert_eq!(
+                store.inner.claimed.load(Ordering::Acquire),
+                40_000 - left + taken
+            );
+        }
+        store.inner.claimed.store(40_000, Ordering::Release);
+        assert_eq!(store.claim_chunk(), 0);
     }
 
     #[test]
