@@ -179,25 +179,27 @@ struct Costs {
 impl Costs {
     fn of(hash: &PasswordHash<'_>) -> Option<Self> {
         let (algorithm, version, params) = argon2_of(hash)?;
-        Some(Costs {
+        Some(Costs::new(algorithm, version, &params, hash.hash?.len()))
+    }
+
+    fn of_hash_password() -> Self {
+        let default = Argon2::default();
+        Costs::new(
+            Algorithm::default(),
+            Version::default(),
+            default.params(),
+            Params::DEFAULT_OUTPUT_LEN,
+        )
+    }
+
+    fn new(algorithm: Algorithm, version: Version, params: &Params, output_len: usize) -> Self {
+        Costs {
             algorithm: algorithm.as_str(),
             version: version.into(),
             memory_kib: params.m_cost(),
             passes: params.t_cost(),
             lanes: params.p_cost(),
-            output_len: hash.hash?.len(),
-        })
-    }
-
-    fn of_hash_password() -> Self {
-        let params = Params::DEFAULT;
-        Costs {
-            algorithm: Algorithm::default().as_str(),
-            version: Version::default().into(),
-            memory_kib: params.m_cost(),
-            passes: params.t_cost(),
-            lanes: params.p_cost(),
-            output_len: Params::DEFAULT_OUTPUT_LEN,
+            output_len,
         }
     }
 

@@ -94,7 +94,7 @@ impl VerifyLayer<ArmorPsk> {
     /// How far, either way, a request's timestamp may be from the server's clock. Defaults to
     /// 300 seconds (the Armor documents' five minutes); whole seconds count.
     pub fn window(self, window: Duration) -> Self {
-        self.with(|config| config.scheme.window_secs = window.as_secs())
+        self.map_scheme(|scheme| scheme.window(window))
     }
 
     /// The body forms a signature may use. Defaults to all three: `digest`
@@ -104,7 +104,7 @@ impl VerifyLayer<ArmorPsk> {
     /// For a request without a body, `raw` and `empty` sign the same bytes, and that is what
     /// every client in the field sends for a `GET`: keep one of them.
     pub fn body_forms(self, forms: BodyForms) -> Self {
-        self.with(|config| config.scheme.body_forms = forms)
+        self.map_scheme(|scheme| scheme.body_forms(forms))
     }
 
     /// Accepts a request with a body whose signature leaves the body out (the `empty` form).
@@ -113,19 +113,24 @@ impl VerifyLayer<ArmorPsk> {
     /// request can send its headers with another body (once, the replay rules still hold).
     /// Off by default; turn it on only for clients that cannot be changed.
     pub fn insecure_accept_unsigned_body(self) -> Self {
-        self.with(|config| config.scheme.unsigned_body = true)
+        self.map_scheme(ArmorPsk::insecure_accept_unsigned_body)
     }
 
     /// Whether two requests of one key may not share a nonce inside the window. Defaults to
     /// `true`, as the Armor documents require. Turn it off for clients that send
     /// nonce = timestamp more than once a second; the MAC rule still refuses every replay.
     pub fn unique_nonce(self, unique: bool) -> Self {
-        self.with(|config| config.scheme.unique_nonce = unique)
+        self.map_scheme(|scheme| scheme.unique_nonce(unique))
     }
 
     /// The body forms this layer accepts for a request with or without a body.
     pub fn accepted_forms(&self, has_body: bool) -> BodyForms {
         self.scheme().accepted_forms(has_body)
+    }
+
+    /// The scheme's settings, through its own builder methods.
+    fn map_scheme(self, change: impl FnOnce(ArmorPsk) -> ArmorPsk) -> Self {
+        self.with(|config| config.scheme = change(config.scheme.clone()))
     }
 }
 
