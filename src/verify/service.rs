@@ -310,8 +310,14 @@ async fn record_and_admit<Sch: Scheme>(
 fn hint_replay_store(store: &dyn ReplayStore, record: &ReplayRecord<'_>) {
     let hint = std::panic::AssertUnwindSafe(|| store.prefetch(record));
     if std::panic::catch_unwind(hint).is_err() {
-        tracing::error!("replay store prefetch panicked");
+        prefetch_panicked();
     }
+}
+
+#[cold]
+#[inline(never)]
+fn prefetch_panicked() {
+    tracing::error!("replay store prefetch panicked");
 }
 
 /// The secret a key store answered with, or the request's refusal.
@@ -320,19 +326,25 @@ fn secret_or_refusal<Sch: Scheme>(
     claim: &Sch::Claim,
     lookup: Result<Result<Option<Secret>, KeyStoreError>, StoreFault>,
 ) -> Result<Secret, Rejection> {
-    let key_id = config.scheme.key_id(claim);
-    match lookup {
-        Ok(Ok(Some(secret))) => Ok(secret),
-        Ok(Ok(None)) => Err(config.scheme.unknown_key(claim)),
-        Ok(Err(error)) => {
-            tracing::warn!(%error, key_id, "key store lookup failed");
-            Err(Rejection::KeyStoreUnavailable)
-        }
-        Err(fault) => {
-            tracing::error!(key_id, "key store lookup {fault}");
-            Err(Rejection::KeyStoreUnavailable)
-        }
+    let failure = match lookup {
+        Ok(Ok(Some(secret))) => return Ok(secret),
+        Ok(Ok(None)) => return Err(config.scheme.unknown_key(claim)),
+        Ok(Err(error)) => Ok(error),
+        Err(fault) => Err(fault),
+    };
+    Err(key_store_unavailable(config.scheme.key_id(claim), failure))
+}
+
+/// Logs a key store's failure. Out of line, as the other refusals' logging and responses are:
+/// the code every accepted request runs stays together, in fewer cache lines.
+#[cold]
+#[inline(never)]
+fn key_store_unavailable(key_id: &str, failure: Result<KeyStoreError, StoreFault>) -> Rejection {
+    match failure {
+        Ok(error) => tracing::warn!(%error, key_id, "key store lookup failed"),
+        Err(fault) => tracing::error!(key_id, "key store lookup {fault}"),
     }
+    Rejection::KeyStoreUnavailable
 }
 
 /// What a replay store's answer means for the request.
@@ -342,17 +354,27 @@ fn record_outcome(
     match outcome {
         Ok(Ok(Recorded::Fresh)) => Ok(()),
         Ok(Ok(_)) => Err(Rejection::ReplayedNonce),
-        Ok(Err(ReplayStoreError::Full { capacity })) => {
+        Ok(Err(error)) => Err(replay_store_failed(Ok(error))),
+        Err(fault) => Err(replay_store_failed(Err(fault))),
+    }
+}
+
+/// Logs a replay store's failure (out of line, as [`key_store_unavailable`]).
+#[cold]
+#[inline(never)]
+fn replay_store_failed(failure: Result<ReplayStoreError, StoreFault>) -> Rejection {
+    match failure {
+        Ok(ReplayStoreError::Full { capacity }) => {
             tracing::warn!(capacity, "replay store is full: refusing requests");
-            Err(Rejection::NonceStoreFull)
+            Rejection::NonceStoreFull
         }
-        Ok(Err(error)) => {
+        Ok(error) => {
             tracing::warn!(%error, "replay store failed");
-            Err(Rejection::NonceStoreUnavailable)
+            Rejection::NonceStoreUnavailable
         }
         Err(fault) => {
             tracing::error!("replay store {fault}");
-            Err(Rejection::NonceStoreUnavailable)
+            Rejection::NonceStoreUnavailable
         }
     }
 }
@@ -473,6 +495,9 @@ fn check_declared_length<Sch>(config: &Config<Sch>, headers: &HeaderMap) -> Resu
     Ok(())
 }
 
+/// The response to a refused request (out of line, as [`key_store_unavailable`]).
+#[cold]
+#[inline(never)]
 fn respond<ResBody: From<Bytes>, Sch>(
     config: &Config<Sch>,
     rejection: Rejection,
