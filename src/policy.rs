@@ -116,7 +116,7 @@ impl RoutePolicy {
     pub fn deny(mut self, method: Method, pattern: &str) -> Result<Self, InvalidPattern> {
         let segments = parse_pattern(pattern)?;
         self.rules
-            .retain(|rule| !(rule.method == method && rule.segments == segments));
+            .retain(|rule| !(same_method(&rule.method, &method) && rule.segments == segments));
         self.rules.push(Rule {
             method,
             pattern: pattern.to_owned(),
@@ -131,24 +131,26 @@ impl RoutePolicy {
     pub fn allow(mut self, method: &Method, pattern: &str) -> Self {
         if let Ok(segments) = parse_pattern(pattern) {
             self.rules
-                .retain(|rule| !(rule.method == *method && rule.segments == segments));
+                .retain(|rule| !(same_method(&rule.method, method) && rule.segments == segments));
         }
         self
     }
 
     /// Whether an API key may not call `method` on `path` (the path only, without the query).
-    /// `HEAD` counts as `GET` (routers answer it with the `GET` handler).
+    /// `HEAD` counts as `GET` (routers answer it with the `GET` handler), and a method's name
+    /// is matched without regard to case (`put` as `PUT`: some routers do so).
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
         let as_sent = segments_as_sent(path);
         let normalised = normalised(&as_sent);
         let readings = [as_sent, normalised];
-        let method = if method == Method::HEAD {
+        let method = if same_method(method, &Method::HEAD) {
             &Method::GET
         } else {
             method
         };
         self.rules.iter().any(|rule| {
-            rule.method == *method && readings.iter().any(|segments| rule.matches(segments))
+            same_method(&rule.method, method)
+                && readings.iter().any(|segments| rule.matches(segments))
         })
     }
 
@@ -198,6 +200,13 @@ impl Rule {
                     Segment::Digits => is_integer(part),
                 })
     }
+}
+
+/// HTTP methods are case-sensitive, but a router that matches them without regard to case
+/// (ASP.NET Core does) would hand `put /users/12` to the `PUT` handler: matching errs on the
+/// side of denying.
+fn same_method(a: &Method, b: &Method) -> bool {
+    a.as_str().eq_ignore_ascii_case(b.as_str())
 }
 
 fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, InvalidPattern> {
@@ -368,6 +377,11 @@ mod tests {
             ("GET", "/users/7/keys//", true),
             ("GET", "/users/7/%2e/keys", true),
             ("GET", "/users/7/keys/..", false),
+            // A method is signed as sent; routers may match it without regard to case.
+            ("put", "/users/12", true),
+            ("Post", "/users/resetpassword", true),
+            ("head", "/users/7/keys", true),
+            ("get", "/accounts/2", false),
         ];
         for (method, path, forbidden) in cases {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
