@@ -353,6 +353,56 @@ impl<T: ReplayStore> ReplayStore for Awaited<T> {
     }
 }
 
+/// A replay store whose record takes a second, by the verifier's clock: meanwhile, another
+/// request a second later may have let go of every entry whose timestamp left the window.
+struct SlowToRecord {
+    store: MokaReplayStore,
+    clock: ManualClock,
+}
+
+#[armor_psk::async_trait]
+impl ReplayStore for SlowToRecord {
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        self.clock.advance(1);
+        self.store.record(request).await
+    }
+
+    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        self.clock.advance(1);
+        self.store.record_now(request)
+    }
+}
+
+#[tokio::test]
+async fn a_request_whose_timestamp_leaves_the_window_while_it_is_recorded_is_refused() {
+    let clock = ManualClock::new(NOW);
+    let slow = || SlowToRecord {
+        store: MokaReplayStore::default(),
+        clock: clock.clone(),
+    };
+    let layers = [
+        ("at-once", layer(&clock).replay_store(slow())),
+        ("awaited", layer(&clock).replay_store(Awaited(slow()))),
+    ];
+    for (answers, layer) in layers {
+        let app = router(layer);
+        clock.set(NOW);
+        // At the window's edge when it arrives, a second past it once recorded: its original's
+        // entries may be gone by then, so it must not pass as fresh.
+        let edge = signed_at(NOW - 300, &format!("edge-{answers}"));
+        let body = expect_refusal(&app, edge, 401, "timestamp_out_of_window").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&(NOW + 1).to_string()),
+            "{answers}: {body}"
+        );
+        clock.set(NOW);
+        let inside = signed_at(NOW - 299, &format!("inside-{answers}"));
+        let (status, _, body) = send(&app, inside).await;
+        assert_eq!(status, StatusCode::OK, "{answers}: {body}");
+    }
+}
+
 #[tokio::test]
 async fn stores_that_answer_at_once_or_only_when_awaited_give_the_same_answers() {
     let clock = ManualClock::new(NOW);

@@ -184,7 +184,8 @@ fn verify_now<Sch: Scheme>(
         Err(rejection) => return Now::Refused(rejection),
     };
     let recorded = match record {
-        Ok(Some(record)) => guarded_now(|| store.record_now(&record)).map(record_outcome),
+        Ok(Some(record)) => guarded_now(|| store.record_now(&record))
+            .map(|outcome| record_outcome(outcome).and_then(|()| still_in_window(config, &claim))),
         Ok(None) => Some(Ok(())),
         Err(rejection) => Some(Err(rejection)),
     };
@@ -300,8 +301,22 @@ async fn record_and_admit<Sch: Scheme>(
             None => guarded(config.store_timeout, || store.record(&record)).await,
         };
         record_outcome(outcome)?;
+        still_in_window(&config, &claim)?;
     }
     Ok(admit(&config, claim, form, parts, body))
+}
+
+/// The window checked again, on a clock read after the store recorded the request. A store
+/// lets an entry go once its timestamp has left the window by the clock of whichever request
+/// comes along, and that clock can be ahead of the one this request was checked with (another
+/// thread's, a second later; or this request waited for the store): a replay of a request at
+/// the window's edge would then find its original's entries gone, and be recorded as fresh.
+/// Its timestamp has left the window by now, so it is refused as such.
+fn still_in_window<Sch: Scheme>(config: &Config<Sch>, claim: &Sch::Claim) -> Result<(), Rejection> {
+    config
+        .scheme
+        .replay_record(claim, config.clock.now_unix())
+        .map(drop)
 }
 
 /// Tells the replay store what it may be asked to record once the MAC is computed, so that
