@@ -47,11 +47,13 @@ fn test_app() -> TestApp {
         }
     });
     let api = Router::new()
-        .fallback(|identity: Identity| async move {
+        .fallback(|identity: Identity, headers: http::HeaderMap| async move {
             axum::Json(json!({
                 "key_id": identity.key_id(),
                 "username": identity.username(),
                 "account": identity.account(),
+                // An inner layer that logs headers must not print the token or the signature.
+                "authorization_sensitive": headers["authorization"].is_sensitive(),
             }))
         })
         .layer(auth);
@@ -169,6 +171,13 @@ async fn the_whole_sign_in_flow() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["username"], USER);
     assert_eq!(body["account"], 42);
+    assert_eq!(body["authorization_sensitive"], true);
+
+    let (status, body) = app
+        .as_key(KEY_ID, Method::GET, "/accounts/7", Some("7"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["authorization_sensitive"], true);
 }
 
 #[tokio::test]

@@ -231,6 +231,7 @@ where
             match sign_in_user(&shared, &token, request.headers()).await {
                 Ok(identity) => {
                     request.extensions_mut().insert(identity);
+                    crate::verify::hide_credentials(request.headers_mut());
                     call_when_ready(inner, request).await
                 }
                 Err(rejection) => Ok(respond(&*shared.on_rejection, rejection)),

@@ -11,7 +11,7 @@
 //!    `body_timeout`; 400 `body_read_failed`);
 //! 5. verify the MAC in constant time against the accepted body forms (401 `bad_signature`);
 //! 6. record the request against replays (401 `replayed_nonce`, 503 `nonce_store_full` or
-//!    `nonce_store_unavailable`);
+//!    `nonce_store_unavailable`), then check the window once more on a fresh clock read;
 //! 7. call the inner service with a [`VerifiedKey`] in the request's extensions.
 //!
 //! ```
@@ -42,4 +42,5 @@ pub use layer::{
     DEFAULT_WINDOW,
 };
 pub use scheme::{OneOf, OneOfClaim, Scheme};
+pub(crate) use service::hide_credentials;
 pub use service::{Verify, VerifyPsk};

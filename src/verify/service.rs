@@ -403,11 +403,16 @@ fn admit<Sch: Scheme>(
     body: VerifiedBody,
 ) -> Request<VerifiedBody> {
     parts.extensions.insert(config.scheme.identity(claim, form));
-    // hyper does not mark it: an inner layer that logs headers must not print the signature.
-    if let Some(authorization) = parts.headers.get_mut(AUTHORIZATION) {
+    hide_credentials(&mut parts.headers);
+    Request::from_parts(parts, body)
+}
+
+/// Marks an accepted request's `Authorization` header sensitive. hyper does not: an inner layer
+/// that logs headers must not print a signature or a session token.
+pub(crate) fn hide_credentials(headers: &mut HeaderMap) {
+    if let Some(authorization) = headers.get_mut(AUTHORIZATION) {
         authorization.set_sensitive(true);
     }
-    Request::from_parts(parts, body)
 }
 
 /// How a store call can fail besides its own error.
