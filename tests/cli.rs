@@ -573,6 +573,13 @@ async fn demo_prints_lines_that_work() {
         "a pasted header is good once"
     );
     assert_eq!(run(sign), json!({ "key_id": key_id }));
+    // A path with dot segments goes as it was signed (curl would resolve them otherwise).
+    let dotted = sign.replace(
+        &format!("GET {}/me", server.base),
+        &format!("GET {}/core/../x", server.base),
+    );
+    let echoed = run(&dotted);
+    assert_eq!(echoed["path"], "/core/../x", "{echoed}");
     let authorized = run(authorize);
     assert_eq!(authorized["success"], true, "{authorized}");
 
@@ -627,6 +634,33 @@ async fn demo_prints_lines_that_work() {
     let _ = stream.read_to_string(&mut answer);
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("body_read_failed"), "{answer}");
+
+    // --explain reads no body before the verifier's earlier checks: an unknown key with a body
+    // over the limit is 401 unknown_key (not 413), and its body is never waited for.
+    let stranger = Signer::new("no-such-key", "whatever").unwrap();
+    let header = stranger
+        .authorization_with(
+            &Method::POST,
+            "/core/x",
+            b"",
+            "n2",
+            armor_psk::clock::Clock::now_unix(&armor_psk::clock::SystemClock),
+        )
+        .unwrap();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /core/x HTTP/1.1\r\nhost: {address}\r\nauthorization: {}\r\ncontent-length: 3145728\r\n\r\n",
+        header.to_str().unwrap()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 4096];
+    let read = stream.read(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("unknown_key"), "{answer}");
 
     // SIGHUP has no file to reload in demo mode, and does not end the server.
     hang_up(&server);

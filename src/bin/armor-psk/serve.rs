@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use armor_psk::date_hmac::DateHmac;
 use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
-use armor_psk::psk::{ArmorPsk, Credential};
+use armor_psk::psk::ArmorPsk;
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
 use armor_psk::verify::{OneOf, VerifyLayer};
 use armor_psk::{Rejection, Signer};
@@ -324,51 +324,26 @@ async fn echo(
     }))
 }
 
-/// Adds the signing strings the verifier computed to a `bad_signature` answer. The body is
-/// buffered here (a test double can afford it) so that it can be shown after the verifier read
-/// it.
+/// Adds the signing strings the verifier computed to a `bad_signature` answer. The body goes to
+/// the verifier as it came, with a copy kept of what the verifier reads of it (so that it is
+/// read only once the earlier checks passed, as without `--explain`).
 async fn explain_bad_signatures(
     State(psk): State<VerifyLayer<Schemes>>,
     request: Request,
     next: Next,
 ) -> Response {
-    // Only a request with a well-formed ARMOR-PSK credential can get a bad_signature to
-    // explain: the rest go on unbuffered, and the verifier refuses them without reading a body.
-    let well_formed = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| Credential::parse(value).is_ok());
-    if !well_formed {
-        return next.run(request).await;
-    }
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (
         parts.method.clone(),
         parts.uri.clone(),
         parts.headers.clone(),
     );
-    let limit = armor_psk::verify::DEFAULT_BODY_LIMIT;
-    let timeout = armor_psk::verify::DEFAULT_BODY_TIMEOUT;
-    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(error)) => {
-            let too_large = error.into_inner().is::<http_body_util::LengthLimitError>();
-            let rejection = if too_large {
-                Rejection::BodyTooLarge { limit }
-            } else {
-                Rejection::BodyReadFailed
-            };
-            return rejection.into_response();
-        }
-        Err(_) => {
-            let timeout_secs = timeout.as_secs();
-            return Rejection::BodyTimeout { timeout_secs }.into_response();
-        }
-    };
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes.clone())))
-        .await;
+    let read = Arc::new(Mutex::new(Vec::new()));
+    let body = Body::new(Copied {
+        body,
+        read: Arc::clone(&read),
+    });
+    let response = next.run(Request::from_parts(parts, body)).await;
     if response.extensions().get::<Rejection>() != Some(&Rejection::BadSignature) {
         return response;
     }
@@ -376,6 +351,8 @@ async fn explain_bad_signatures(
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
+    // A MAC is checked only once the whole body has been read.
+    let bytes = Bytes::from(read.lock().unwrap_or_else(PoisonError::into_inner).concat());
     let Some(explained) = psk
         .scheme()
         .first()
@@ -394,6 +371,42 @@ async fn explain_bad_signatures(
         .collect();
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(answer.to_string()))
+}
+
+pin_project_lite::pin_project! {
+    /// A body that keeps a copy of each data frame read from it (a `Bytes` clone: shared, not
+    /// copied).
+    struct Copied {
+        #[pin]
+        body: Body,
+        read: Arc<Mutex<Vec<Bytes>>>,
+    }
+}
+
+impl http_body::Body for Copied {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.body.poll_frame(cx));
+        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+            let mut read = this.read.lock().unwrap_or_else(PoisonError::into_inner);
+            read.push(data.clone());
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Copies the caller's identity into the response, for the log line and the metrics outside.

@@ -134,7 +134,12 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
         }
         return Ok(());
     }
-    let mut command = format!("curl -sS -X {method} {}", shell_quote(&args.url));
+    // --path-as-is: curl would otherwise resolve `.` and `..` segments, and send another path
+    // than the one signed.
+    let mut command = format!(
+        "curl -sS --path-as-is -X {method} {}",
+        shell_quote(&args.url)
+    );
     for (name, value) in &headers {
         command.push_str(&format!(" -H {}", shell_quote(&format!("{name}: {value}"))));
     }
