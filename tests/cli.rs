@@ -491,8 +491,15 @@ fn a_missing_or_malformed_keys_file_is_one_line_and_exit_2() {
         "[[users]]\nusername = \"u\"\npassword_hash = \"plain\"\n",
     )
     .unwrap();
+    // A value of the wrong type is not quoted (serde would: "invalid type: integer `…`").
+    let hash_of_wrong_type = dir.path().join("hash-of-wrong-type.toml");
+    std::fs::write(
+        &hash_of_wrong_type,
+        "[[users]]\nusername = \"u\"\npassword_hash = 8675309123\n",
+    )
+    .unwrap();
     let missing = dir.path().join("missing.toml");
-    for path in [&broken, &bad_hash, &missing] {
+    for path in [&broken, &bad_hash, &hash_of_wrong_type, &missing] {
         let output = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
             .arg(path)
@@ -504,7 +511,9 @@ fn a_missing_or_malformed_keys_file_is_one_line_and_exit_2() {
         assert!(stderr.starts_with("armor-psk: error: "), "{stderr}");
         assert!(stderr.contains(&path.display().to_string()), "{stderr}");
         assert!(
-            !stderr.contains("panicked") && !stderr.contains("topsecret"),
+            !stderr.contains("panicked")
+                && !stderr.contains("topsecret")
+                && !stderr.contains("8675309123"),
             "{stderr}"
         );
     }

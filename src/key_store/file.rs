@@ -134,6 +134,34 @@ impl FileKeyStore {
         Ok(count)
     }
 
+    /// Reads the keys file at `path` as `T`, for tables of the application's own beside the
+    /// `[[keys]]` (the `armor-psk` binary keeps its `[[users]]` there), with the care the store
+    /// takes: the text, which holds every secret, is zeroed once parsed, and an error names the
+    /// file, line and column but quotes no value of the file.
+    ///
+    /// ```
+    /// use armor_psk::key_store::FileKeyStore;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Owners {
+    ///     owners: Vec<String>,
+    /// }
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("keys.toml");
+    /// std::fs::write(&path, "owners = [\"ann\"]\n[[keys]]\nid = \"k\"\nsecret = \"s\"\n")?;
+    /// let tables: Owners = FileKeyStore::read_tables(&path)?;
+    /// assert_eq!(tables.owners, ["ann"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_tables<T: serde::de::DeserializeOwned>(
+        path: impl AsRef<Path>,
+    ) -> Result<T, FileKeyStoreError> {
+        let path = path.as_ref();
+        let text = read_text(path)?;
+        parse(path, &text)
+    }
+
     /// The file this store reads.
     pub fn path(&self) -> &Path {
         &self.path
@@ -214,16 +242,8 @@ super::key_store_at_once!(SchemeKeys, find);
 const KNOWN_SCHEMES: [&str; 2] = [DEFAULT_SCHEME, "date-hmac"];
 
 fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FileKeyStoreError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    // Zeroed on drop: the text holds every secret.
-    let text = zeroize::Zeroizing::new(text);
-    let file: KeysFile = toml::from_str(&text).map_err(|error| FileKeyStoreError::Syntax {
-        path: path.to_owned(),
-        message: describe_toml_error(&text, &error),
-    })?;
+    let text = read_text(path)?;
+    let file: KeysFile = parse(path, &text)?;
     let mut keys = KeySet::with_capacity(file.keys.len());
     let mut seen = std::collections::HashSet::new();
     for (position, entry) in file.keys.into_iter().enumerate() {
@@ -270,6 +290,22 @@ fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
         }
     }
     Ok(keys)
+}
+
+/// The file's text, zeroed on drop: it holds every secret.
+fn read_text(path: &Path) -> Result<zeroize::Zeroizing<String>, FileKeyStoreError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileKeyStoreError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(zeroize::Zeroizing::new(text))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, FileKeyStoreError> {
+    toml::from_str(text).map_err(|error| FileKeyStoreError::Syntax {
+        path: path.to_owned(),
+        message: describe_toml_error(text, &error),
+    })
 }
 
 /// The parser's message with its position, but without the quoted source line and without
@@ -429,5 +465,40 @@ mod tests {
         }
         let missing = FileKeyStore::open("/nonexistent/keys.toml").unwrap_err();
         assert!(matches!(missing, FileKeyStoreError::Io { .. }));
+    }
+
+    #[test]
+    fn other_tables_are_read_with_the_same_care() {
+        #[derive(Debug, Deserialize)]
+        struct Users {
+            users: Vec<UserEntry>,
+        }
+        #[derive(Debug, Deserialize)]
+        struct UserEntry {
+            #[allow(dead_code)]
+            password_hash: String,
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write(
+            &mut file,
+            "[[users]]\npassword_hash = \"$argon2id$v=19$x\"\n",
+        );
+        let users: Users = FileKeyStore::read_tables(file.path()).unwrap();
+        assert_eq!(users.users.len(), 1);
+
+        for text in [
+            "[[users]]\npassword_hash = 8675309123\n",
+            "[[keys]]\nid = \"k\"\nsecret = \"unterminated 8675309123\n",
+        ] {
+            write(&mut file, text);
+            let error = FileKeyStore::read_tables::<Users>(file.path()).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                matches!(error, FileKeyStoreError::Syntax { .. }),
+                "{message}"
+            );
+            assert!(message.contains("line "), "{message}");
+            assert!(!message.contains("8675309123"), "{message}");
+        }
     }
 }

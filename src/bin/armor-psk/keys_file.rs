@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use armor_psk::key_store::FileKeyStore;
 use armor_psk::session::{User, Users};
 use serde::Deserialize;
 
@@ -22,10 +23,7 @@ struct UserEntry {
 
 /// The `[[users]]` of the keys file, checked (argon2 PHC hashes, unique usernames).
 pub(crate) fn load_users(path: &Path) -> Result<Users, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("{}: cannot read the keys file: {error}", path.display()))?;
-    let file: UsersFile = toml::from_str(&text)
-        .map_err(|error| format!("{}: {}", path.display(), error.message()))?;
+    let file: UsersFile = FileKeyStore::read_tables(path).map_err(|error| error.to_string())?;
     let mut seen = std::collections::HashSet::new();
     let mut users = Vec::with_capacity(file.users.len());
     for entry in file.users {
