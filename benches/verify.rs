@@ -18,15 +18,16 @@
 //! Each request through the layer carries a fresh signature (a distinct nonce), else it would
 //! be refused as a replay: the setup of `iter_batched` signs it, outside the timed part.
 
+#[path = "../examples/support/null_store.rs"]
+mod null_store;
+
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{BodyForm, BodyForms, Credential, SigningString};
-use armor_psk::replay::{
-    CompactReplayStore, MokaReplayStore, Recorded, ReplayRecord, ReplayStore, ReplayStoreError,
-};
+use armor_psk::replay::{CompactReplayStore, MokaReplayStore, ReplayStore};
 use armor_psk::verify::VerifiedBody;
 use armor_psk::{Signer, VerifyPskLayer};
 use base64::engine::general_purpose::STANDARD;
@@ -41,6 +42,8 @@ use http_body_util::{Empty, Full};
 use sha2::{Digest, Sha512};
 use tokio::runtime::Runtime;
 use tower::{Layer, Service, ServiceExt};
+
+use null_store::NullStore;
 
 const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
 const SECRET: &str = "Qm9ndXMgZGVtbyBzZWNyZXQgZm9yIHRoZSBiZW5jaGVz";
@@ -78,20 +81,6 @@ fn layer() -> VerifyPskLayer {
 fn layer_with(store: impl ReplayStore) -> VerifyPskLayer {
     let keys = MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
     VerifyPskLayer::new(keys).replay_store(store)
-}
-
-/// A replay store that remembers nothing: the layer's cost apart from its store.
-struct NullStore;
-
-#[armor_psk::async_trait]
-impl ReplayStore for NullStore {
-    async fn record(&self, _: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
-        Ok(Recorded::Fresh)
-    }
-
-    fn record_now(&self, _: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
-        Some(Ok(Recorded::Fresh))
-    }
 }
 
 /// The `hawk` crate's server side: parse the `Authorization` header's parameters, rebuild the

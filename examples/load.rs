@@ -9,7 +9,9 @@
 //!   parts; `--servers floor-from-fn` adds the same work in `axum::middleware::from_fn`, to
 //!   compare: its boxed future and service clone cost nothing measurable here);
 //! - `full-moka`: axum behind `VerifyPskLayer` with its default settings (the moka replay store);
-//! - `full-compact`: the same with `CompactReplayStore`.
+//! - `full-compact`: the same with `CompactReplayStore`;
+//! - `full-null` (only when named in `--servers`): the same with a replay store that records
+//!   nothing, to tell the layer's own cost from its store's (it refuses no replay).
 //!
 //! The load generator runs in this process, pinned to CPU 1 (it re-executes itself under
 //! `taskset -c 1`), with a fixed number of keep-alive connections, each sending one request at a
@@ -42,6 +44,9 @@
 //! at that load (choose N below every server's throughput), rather than the queue of 32
 //! requests a saturated server always has; the throughput ratios mean nothing in this mode.
 
+#[path = "support/null_store.rs"]
+mod null_store;
+
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +69,8 @@ use hmac::Mac as _;
 use http::Method;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
+
+use null_store::NullStore;
 
 const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
 const SECRET: &str = "Qm9ndXMgZGVtbyBzZWNyZXQgZm9yIHRoZSBsb2FkIHJ1bg";
@@ -198,6 +205,7 @@ fn app(kind: &str) -> Option<Router> {
         "full-compact" => {
             hello.layer(VerifyPskLayer::new(keys()).replay_store(CompactReplayStore::default()))
         }
+        "full-null" => hello.layer(VerifyPskLayer::new(keys()).replay_store(NullStore)),
         _ => return None,
     })
 }

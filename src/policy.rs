@@ -403,6 +403,17 @@ mod tests {
             .deny(Method::GET, "/billing/{n:int}/invoices")
             .unwrap();
         assert_eq!(again.len(), 21, "the same rule is not added twice");
+        // A method named in another case is the same method, here as in `forbids`.
+        let lower = |name: &str| Method::from_bytes(name.as_bytes()).unwrap();
+        let lifted = RoutePolicy::armor_default().allow(&lower("put"), "/users/{id:int}");
+        assert!(!lifted.forbids(&Method::PUT, "/users/12"));
+        assert_eq!(lifted.len(), 20);
+        let replaced = lifted
+            .deny(lower("get"), "/billing/{n:int}")
+            .unwrap()
+            .deny(Method::GET, "/billing/{n:int}")
+            .unwrap();
+        assert_eq!(replaced.len(), 21, "one rule for get and GET");
     }
 
     #[test]

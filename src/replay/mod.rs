@@ -11,7 +11,9 @@
 //!    can be switched off for clients that send nonce = timestamp more than once a second.
 //!
 //! A request is recorded only after every other check passed, and each entry is kept until its
-//! own timestamp leaves the window, not for a window counted from its arrival.
+//! own timestamp leaves the window, not for a window counted from its arrival. (The verifier
+//! checks the window once more after the record, on a fresh clock read: a request refused
+//! there leaves entries that have expired by that clock, and go with the next sweep.)
 
 mod compact;
 #[cfg(test)]

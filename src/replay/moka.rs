@@ -52,8 +52,11 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 ///
 /// Entries expire on moka's monotonic clock, with a lifetime taken from the verifier's clock
 /// when they are inserted. If the wall clock is stepped back by some seconds, an entry can
-/// expire that many seconds before its request leaves the window; `CompactReplayStore`, which
-/// expires entries on the verifier's clock alone, has no such gap.
+/// expire that many seconds before its request leaves the window. `CompactReplayStore`
+/// expires entries on the verifier's clock alone, so its entries outlive their requests'
+/// windows as that clock reads them; but no store helps once the clock is stepped back after
+/// an entry was let go, which brings its request into the window again (SECURITY.md, "Not
+/// protected").
 ///
 /// Entries live in this process only: replicas behind a load balancer each keep their own, so a
 /// request replayed to another replica is not caught. Share a store across replicas for that.

@@ -46,7 +46,13 @@ pub trait Scheme: Clone + Send + Sync + 'static {
     ) -> Result<BodyForm, Rejection>;
 
     /// What to remember of an accepted request against its replays, if the scheme can refuse
-    /// replays at all; `now` is read after the body, so a scheme can check its window again.
+    /// replays at all.
+    ///
+    /// A scheme that returns a record must refuse a claim whose timestamp is out of its window
+    /// at `now`: the verifier calls this with the clock read after the body, and once more
+    /// after the store recorded the request, on a fresh clock read (a store may have let the
+    /// original's entries of a replay go by then, on a later clock; this check is what refuses
+    /// it). It may be called up to three times a request, so it must have no side effects.
     fn replay_record<'c>(
         &self,
         claim: &'c Self::Claim,

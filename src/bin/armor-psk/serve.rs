@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use armor_psk::date_hmac::DateHmac;
 use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
-use armor_psk::psk::ArmorPsk;
+use armor_psk::psk::{ArmorPsk, Credential};
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
 use armor_psk::verify::{OneOf, VerifyLayer};
 use armor_psk::{Rejection, Signer};
@@ -332,6 +332,15 @@ async fn explain_bad_signatures(
     request: Request,
     next: Next,
 ) -> Response {
+    // Only a request with a well-formed ARMOR-PSK credential can get a bad_signature to
+    // explain: the rest go on as they came.
+    let well_formed = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .is_some_and(|value| Credential::parse_bytes(value.as_bytes()).is_ok());
+    if !well_formed {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let (method, uri, headers) = (
         parts.method.clone(),
