@@ -79,6 +79,15 @@ pub enum FileKeyStoreError {
         /// What is wrong, and where (line and column).
         message: String,
     },
+    /// The file parses, but the application's own tables in it are refused (see
+    /// [`FileKeyStore::open_with`]).
+    #[error("{path}: {message}")]
+    InvalidTables {
+        /// The file.
+        path: PathBuf,
+        /// What the application's check said.
+        message: String,
+    },
     /// The file parses, but a key in it is not acceptable.
     #[error("{path}: key #{index}: {message}")]
     InvalidKey {
@@ -128,38 +137,71 @@ impl FileKeyStore {
     /// old set or the new one. On error the old set stays in place and the error is returned.
     /// Returns the number of active keys now loaded.
     pub fn reload(&self) -> Result<usize, FileKeyStoreError> {
-        let keys = Arc::new(load(&self.path)?);
-        let count = keys.len();
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
-        Ok(count)
+        Ok(self.swap_in(load(&self.path)?))
     }
 
-    /// Reads the keys file at `path` as `T`, for tables of the application's own beside the
-    /// `[[keys]]` (the `armor-psk` binary keeps its `[[users]]` there), with the care the store
-    /// takes: the text, which holds every secret, is zeroed once parsed, and an error names the
-    /// file, line and column but quotes no value of the file.
+    fn swap_in(&self, keys: KeySet) -> usize {
+        let count = keys.len();
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        count
+    }
+
+    /// [`open`](FileKeyStore::open), and the file's tables of the application's own beside its
+    /// `[[keys]]` (the `armor-psk` binary keeps its `[[users]]` there), read as `T` and
+    /// checked by `check`, from the same read of the file: the keys and the tables are of one
+    /// version of it. The tables get the keys' care: the text, which holds every secret, is
+    /// zeroed once parsed, and an error names the file, line and column but quotes no value of
+    /// the file. An error of `check` is [`FileKeyStoreError::InvalidTables`].
     ///
     /// ```
     /// use armor_psk::key_store::FileKeyStore;
     ///
     /// #[derive(serde::Deserialize)]
-    /// struct Owners {
+    /// struct Tables {
     ///     owners: Vec<String>,
     /// }
     ///
     /// let dir = tempfile::tempdir()?;
     /// let path = dir.path().join("keys.toml");
     /// std::fs::write(&path, "owners = [\"ann\"]\n[[keys]]\nid = \"k\"\nsecret = \"s\"\n")?;
-    /// let tables: Owners = FileKeyStore::read_tables(&path)?;
-    /// assert_eq!(tables.owners, ["ann"]);
+    /// let (store, owners) = FileKeyStore::open_with(&path, |tables: Tables| match &tables.owners[..] {
+    ///     [] => Err("no owner"),
+    ///     _ => Ok(tables.owners),
+    /// })?;
+    /// assert_eq!((store.len(), &owners[..]), (1, &["ann".to_owned()][..]));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn read_tables<T: serde::de::DeserializeOwned>(
-        path: impl AsRef<Path>,
-    ) -> Result<T, FileKeyStoreError> {
-        let path = path.as_ref();
-        let text = read_text(path)?;
-        parse(path, &text)
+    pub fn open_with<T, U, E>(
+        path: impl Into<PathBuf>,
+        check: impl FnOnce(T) -> Result<U, E>,
+    ) -> Result<(Self, U), FileKeyStoreError>
+    where
+        T: serde::de::DeserializeOwned,
+        E: fmt::Display,
+    {
+        let path = path.into();
+        let (keys, tables) = load_with(&path, check)?;
+        let store = FileKeyStore {
+            path: Arc::new(path),
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+        };
+        Ok((store, tables))
+    }
+
+    /// [`reload`](FileKeyStore::reload), with the tables of
+    /// [`open_with`](FileKeyStore::open_with) from the same read: the keys are swapped in only
+    /// if the tables parse and pass `check` too. Returns the number of active keys and what
+    /// `check` made of the tables.
+    pub fn reload_with<T, U, E>(
+        &self,
+        check: impl FnOnce(T) -> Result<U, E>,
+    ) -> Result<(usize, U), FileKeyStoreError>
+    where
+        T: serde::de::DeserializeOwned,
+        E: fmt::Display,
+    {
+        let (keys, tables) = load_with(&self.path, check)?;
+        Ok((self.swap_in(keys), tables))
     }
 
     /// The file this store reads.
@@ -242,8 +284,29 @@ super::key_store_at_once!(SchemeKeys, find);
 const KNOWN_SCHEMES: [&str; 2] = [DEFAULT_SCHEME, "date-hmac"];
 
 fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
+    keys_of(path, &read_text(path)?)
+}
+
+/// The keys, and the application's tables as `check` makes them, from one read of the file.
+fn load_with<T, U, E>(
+    path: &Path,
+    check: impl FnOnce(T) -> Result<U, E>,
+) -> Result<(KeySet, U), FileKeyStoreError>
+where
+    T: serde::de::DeserializeOwned,
+    E: fmt::Display,
+{
     let text = read_text(path)?;
-    let file: KeysFile = parse(path, &text)?;
+    let keys = keys_of(path, &text)?;
+    let tables = check(parse(path, &text)?).map_err(|error| FileKeyStoreError::InvalidTables {
+        path: path.to_owned(),
+        message: error.to_string(),
+    })?;
+    Ok((keys, tables))
+}
+
+fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
+    let file: KeysFile = parse(path, text)?;
     let mut keys = KeySet::with_capacity(file.keys.len());
     let mut seen = std::collections::HashSet::new();
     for (position, entry) in file.keys.into_iter().enumerate() {
@@ -468,37 +531,58 @@ mod tests {
     }
 
     #[test]
-    fn other_tables_are_read_with_the_same_care() {
+    fn other_tables_are_read_with_the_keys_and_the_same_care() {
         #[derive(Debug, Deserialize)]
         struct Users {
             users: Vec<UserEntry>,
         }
         #[derive(Debug, Deserialize)]
         struct UserEntry {
-            #[allow(dead_code)]
             password_hash: String,
         }
+        let check = |tables: Users| match tables.users.len() {
+            0 => Err("no user"),
+            _ => Ok(tables.users[0].password_hash.clone()),
+        };
+        let keys = "[[keys]]\nid = \"k\"\nsecret = \"s\"\n";
         let mut file = tempfile::NamedTempFile::new().unwrap();
         write(
             &mut file,
-            "[[users]]\npassword_hash = \"$argon2id$v=19$x\"\n",
+            &format!("{keys}[[users]]\npassword_hash = \"$argon2id$v=19$x\"\n"),
         );
-        let users: Users = FileKeyStore::read_tables(file.path()).unwrap();
-        assert_eq!(users.users.len(), 1);
+        let (store, hash) = FileKeyStore::open_with(file.path(), check).unwrap();
+        assert_eq!((store.len(), hash.as_str()), (1, "$argon2id$v=19$x"));
 
+        // A broken table, or one its check refuses, keeps the keys in use: nothing is swapped.
         for text in [
-            "[[users]]\npassword_hash = 8675309123\n",
-            "[[keys]]\nid = \"k\"\nsecret = \"unterminated 8675309123\n",
+            "[[users]]\npassword_hash = 8675309123\n".to_owned(),
+            "[[keys]]\nid = \"k\"\nsecret = \"unterminated 8675309123\n".to_owned(),
         ] {
-            write(&mut file, text);
-            let error = FileKeyStore::read_tables::<Users>(file.path()).unwrap_err();
+            write(&mut file, &text);
+            let error = store.reload_with(check).unwrap_err();
             let message = error.to_string();
+            assert!(!message.contains("8675309123"), "{message}");
             assert!(
-                matches!(error, FileKeyStoreError::Syntax { .. }),
+                message.contains(&file.path().display().to_string()),
                 "{message}"
             );
-            assert!(message.contains("line "), "{message}");
-            assert!(!message.contains("8675309123"), "{message}");
+            assert_eq!(store.len(), 1, "{message}");
         }
+        write(&mut file, "users = []\n");
+        let refused = store.reload_with(check).unwrap_err();
+        assert!(
+            matches!(refused, FileKeyStoreError::InvalidTables { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().ends_with(": no user"), "{refused}");
+        assert_eq!(store.len(), 1);
+
+        write(
+            &mut file,
+            "[[keys]]\nid = \"k2\"\nsecret = \"s2\"\n[[users]]\npassword_hash = \"h\"\n",
+        );
+        let (count, hash) = store.reload_with(check).unwrap();
+        assert_eq!((count, hash.as_str()), (1, "h"));
+        assert!(store.current().get("k2").is_some());
     }
 }

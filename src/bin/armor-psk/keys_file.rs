@@ -1,13 +1,11 @@
 //! The parts of the keys file the key store does not read: the `[[users]]` tables.
 
-use std::path::Path;
-
-use armor_psk::key_store::FileKeyStore;
 use armor_psk::session::{User, Users};
 use serde::Deserialize;
 
+/// The tables of the keys file the key store does not read.
 #[derive(Deserialize)]
-struct UsersFile {
+pub(crate) struct UsersFile {
     #[serde(default)]
     users: Vec<UserEntry>,
 }
@@ -21,21 +19,18 @@ struct UserEntry {
     accounts: Vec<i64>,
 }
 
-/// The `[[users]]` of the keys file, checked (argon2 PHC hashes, unique usernames).
-pub(crate) fn load_users(path: &Path) -> Result<Users, String> {
-    let file: UsersFile = FileKeyStore::read_tables(path).map_err(|error| error.to_string())?;
+/// The `[[users]]` of the keys file, checked (argon2 PHC hashes, unique usernames); read with
+/// its keys by [`FileKeyStore::open_with`](armor_psk::key_store::FileKeyStore::open_with) and
+/// `reload_with`, so that keys and users are of one version of the file.
+pub(crate) fn users_of(file: UsersFile) -> Result<Users, String> {
     let mut seen = std::collections::HashSet::new();
     let mut users = Vec::with_capacity(file.users.len());
     for entry in file.users {
         if !seen.insert(entry.username.to_ascii_lowercase()) {
-            return Err(format!(
-                "{}: user {:?} appears more than once",
-                path.display(),
-                entry.username
-            ));
+            return Err(format!("user {:?} appears more than once", entry.username));
         }
         let user = User::new(entry.username, entry.password_hash, entry.accounts)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
+            .map_err(|error| error.to_string())?;
         users.push(user);
     }
     Ok(users.into_iter().collect())

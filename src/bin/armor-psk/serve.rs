@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::keys_file::load_users;
+use crate::keys_file::users_of;
 use crate::tools::{new_key, shell_quote};
 use crate::Fatal;
 
@@ -89,8 +89,7 @@ struct Demo {
 }
 
 fn open_file(path: PathBuf) -> Result<Directory, Fatal> {
-    let store = FileKeyStore::open(&path)?;
-    let users = load_users(&path).map_err(Fatal)?;
+    let (store, users) = FileKeyStore::open_with(&path, users_of)?;
     let accounts = store.clone();
     Ok(Directory {
         key_store: Box::new(store.clone()),
@@ -251,12 +250,11 @@ fn listen_for_hangup(store: Option<FileKeyStore>, sessions: Sessions) {
                 tracing::info!("SIGHUP: no keys file to reload (the demo's keys stay)");
                 continue;
             };
-            // Users first: if either part is broken, nothing is swapped.
-            let outcome = load_users(store.path()).and_then(|users| {
-                let keys = store.reload().map_err(|error| error.to_string())?;
+            // One read for keys and users: if either part is broken, nothing is swapped.
+            let outcome = store.reload_with(users_of).map(|(keys, users)| {
                 let count = users.len();
                 sessions.set_users(users);
-                Ok((keys, count))
+                (keys, count)
             });
             match outcome {
                 Ok((keys, users)) => {
