@@ -593,6 +593,74 @@ async fn an_oversized_username_or_password_is_refused_before_it_is_counted_or_ha
 }
 
 #[tokio::test]
+async fn an_auth_body_over_16_kib_is_413_in_the_crates_error_shape() {
+    let app = test_app();
+    let padding = "x".repeat(armor_psk::session::MAX_AUTH_BODY);
+    let (status, body) = app
+        .post_json(
+            "/auth/authorize",
+            json!({ "username": USER, "password": PASSWORD, "padding": padding }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+    );
+    app.code().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_auth_body_that_does_not_arrive_is_408() {
+    let app = test_app();
+    // A body whose first bytes come and whose rest never does.
+    let (sender, body) = {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let stream = tokio_stream_of(receiver);
+        (sender, Body::from_stream(stream))
+    };
+    sender.try_send(Ok(b"{\"username\":".to_vec())).unwrap();
+    let request = Request::post("/auth/authorize")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let (status, body) = app.send(request).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::REQUEST_TIMEOUT, Some("body_timeout"))
+    );
+    drop(sender);
+}
+
+/// `receiver` as a stream (what tokio-stream's `ReceiverStream` does).
+fn tokio_stream_of<T: Send + 'static>(
+    receiver: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
+}
+
+#[tokio::test]
+async fn a_code_is_url_safe_and_survives_an_unencoded_form() {
+    let app = test_app();
+    let code = app.code().await;
+    assert!(
+        code.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{code}"
+    );
+    // As `curl -d "code=$CODE&grant_type=authorization_code"` sends it: not encoded.
+    let request = Request::post("/auth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "code={code}&grant_type=authorization_code"
+        )))
+        .unwrap();
+    let (status, body) = app.send(request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
 async fn a_token_request_sent_as_json_but_labelled_a_form_is_read_as_json() {
     let app = test_app();
     let code = app.code().await;

@@ -1,12 +1,13 @@
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
+use http_body_util::BodyExt as _;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,11 +15,15 @@ use zeroize::Zeroizing;
 
 use super::store::{CodeGrant, SessionRecord, SessionStoreError};
 use super::{Sessions, CODE_LIFETIME_SECS, SESSION_LIFETIME_SECS};
+use crate::verify::DEFAULT_BODY_TIMEOUT;
 
 /// Longest username a sign-in may give, in bytes.
 const MAX_USERNAME_LEN: usize = 256;
 /// Longest password a sign-in may give, in bytes.
 const MAX_PASSWORD_LEN: usize = 1024;
+/// The most an `/auth` request body may hold: far more than a username and password, a code or
+/// a token take in any encoding.
+pub const MAX_AUTH_BODY: usize = 16 * 1024;
 
 /// Why an `/auth` endpoint refused a request. Answered as
 /// `{"error":{"code":"…","message":"…"}}` with the status of [`code`](Self::code).
@@ -50,6 +55,13 @@ pub enum AuthEndpointError {
     /// The session store did not answer. 503 `session_store_unavailable`.
     #[error("the session store is unavailable")]
     StoreUnavailable,
+    /// The body passed [`MAX_AUTH_BODY`]. 413 `body_too_large`.
+    #[error("the request body is larger than {MAX_AUTH_BODY} bytes")]
+    BodyTooLarge,
+    /// The body did not arrive within the verifier's body timeout
+    /// ([`DEFAULT_BODY_TIMEOUT`](crate::verify::DEFAULT_BODY_TIMEOUT)). 408 `body_timeout`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// Too many sign-ins are already waiting for a password check (see
     /// [`SessionsBuilder::max_waiting_sign_ins`](super::SessionsBuilder::max_waiting_sign_ins)).
     /// 503 `temporarily_unavailable`, with `Retry-After: 1`.
@@ -69,6 +81,8 @@ impl AuthEndpointError {
             AuthEndpointError::InvalidToken => "invalid_token",
             AuthEndpointError::StoreUnavailable => "session_store_unavailable",
             AuthEndpointError::TemporarilyUnavailable => "temporarily_unavailable",
+            AuthEndpointError::BodyTooLarge => "body_too_large",
+            AuthEndpointError::BodyTimeout => "body_timeout",
         }
     }
 
@@ -85,6 +99,8 @@ impl AuthEndpointError {
             AuthEndpointError::StoreUnavailable | AuthEndpointError::TemporarilyUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            AuthEndpointError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AuthEndpointError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }
@@ -150,19 +166,30 @@ struct ReissueRequest {
     token: String,
 }
 
-/// JSON or a form (public clients send both). The declared `Content-Type` is tried first,
-/// then the other: `curl -d '{...}'` labels JSON as a form.
-fn parse_body<T: DeserializeOwned>(
+/// Reads an `/auth` request's body, under [`MAX_AUTH_BODY`] and the verifier's body timeout (a
+/// client that trickles a body in holds its connection no longer than a signed request may),
+/// and parses it as JSON or a form (public clients send both). The declared `Content-Type` is
+/// tried first, then the other: `curl -d '{...}'` labels JSON as a form.
+async fn read_request<T: DeserializeOwned>(
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
     what: &'static str,
 ) -> Result<T, AuthEndpointError> {
+    let limited = http_body_util::Limited::new(body, MAX_AUTH_BODY);
+    let body = match tokio::time::timeout(DEFAULT_BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(AuthEndpointError::BodyTooLarge)
+        }
+        Ok(Err(_)) => return Err(AuthEndpointError::InvalidRequest(what)),
+        Err(_) => return Err(AuthEndpointError::BodyTimeout),
+    };
     let declared_form = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
-    let json = || serde_json::from_slice(body).ok();
-    let form = || serde_urlencoded::from_bytes(body).ok();
+    let json = || serde_json::from_slice(&body).ok();
+    let form = || serde_urlencoded::from_bytes(&body).ok();
     let parsed = if declared_form {
         form().or_else(json)
     } else {
@@ -174,10 +201,9 @@ fn parse_body<T: DeserializeOwned>(
 async fn authorize(
     State(sessions): State<Sessions>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, AuthEndpointError> {
-    let request: AuthorizeRequest = parse_body(&headers, &body, "sign-in")?;
-    drop(body);
+    let request: AuthorizeRequest = read_request(&headers, body, "sign-in").await?;
     // Before the attempt is counted: the throttle keeps each username it counts.
     if request.username.len() > MAX_USERNAME_LEN || request.password.len() > MAX_PASSWORD_LEN {
         return Err(AuthEndpointError::InvalidRequest("sign-in"));
@@ -206,7 +232,9 @@ async fn authorize(
         return Err(AuthEndpointError::InvalidCredentials);
     };
     throttle.clear(&request.username);
-    let code = STANDARD.encode(rand::random::<[u8; 32]>());
+    // URL-safe: a client that puts the code in a form without encoding it (`curl -d
+    // "code=…"`) would send a `+` as a space.
+    let code = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     let grant = CodeGrant {
         username: user.username().to_owned(),
         password_fingerprint: user.password_fingerprint().to_owned(),
@@ -221,9 +249,9 @@ async fn authorize(
 async fn token(
     State(sessions): State<Sessions>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, AuthEndpointError> {
-    let request: TokenRequest = parse_body(&headers, &body, "token")?;
+    let request: TokenRequest = read_request(&headers, body, "token").await?;
     if request.grant_type != "authorization_code" {
         return Err(AuthEndpointError::UnsupportedGrantType);
     }
@@ -264,9 +292,9 @@ async fn token(
 async fn reissue(
     State(sessions): State<Sessions>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<Value>, AuthEndpointError> {
-    let request: ReissueRequest = parse_body(&headers, &body, "reissue")?;
+    let request: ReissueRequest = read_request(&headers, body, "reissue").await?;
     let now = sessions.now();
     let record = sessions
         .inner
