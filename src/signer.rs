@@ -190,7 +190,8 @@ impl fmt::Debug for Signer {
 
 /// Signs every request of a tower client with a [`Signer`].
 ///
-/// The body is read into memory to be signed, then sent on as a [`Full`] body.
+/// The body is read into memory to be signed (the signature goes in a header, ahead of the
+/// body), then sent on as a [`Full`] body: the layer holds as much memory as the body.
 ///
 /// ```
 /// use armor_psk::{SignRequestLayer, Signer};

@@ -116,6 +116,15 @@ async fn the_date_may_be_15_minutes_old_and_a_little_ahead() {
         send(&longer, request(Some(DATE), Some(&header))).await.0,
         StatusCode::OK
     );
+    // No limit at all: `Duration::MAX` does not wrap round to a negative one.
+    let unlimited = router(
+        VerifyLayer::with_scheme(DateHmac::new(keys()).max_age(Duration::MAX))
+            .clock(ManualClock::new(DATE_UNIX + 10 * 365 * 86_400)),
+    );
+    assert_eq!(
+        send(&unlimited, request(Some(DATE), Some(&header))).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -187,7 +196,16 @@ async fn nothing_but_the_date_is_signed_so_a_replay_passes() {
 async fn the_signer_signs_what_the_verifier_accepts() {
     let clock = ManualClock::new(1_700_000_000);
     let app = date_app(&clock);
-    let signer = DateHmacSigner::new(API_KEY, KEY).clock(clock.clone());
+    let signer = DateHmacSigner::new(API_KEY, KEY)
+        .unwrap()
+        .clock(clock.clone());
+    for unfit in ["", "a\"b", "a,b", "a b", "é"] {
+        assert_eq!(
+            DateHmacSigner::new(unfit, KEY).err(),
+            Some(armor_psk::date_hmac::InvalidApiKey),
+            "{unfit:?}"
+        );
+    }
     let mut request = Request::get("/x").body(Body::empty()).unwrap();
     signer.sign(&mut request);
     assert_eq!(request.headers()["date"], "Tue, 14 Nov 2023 22:13:20 GMT");

@@ -139,8 +139,10 @@ impl Scheme for DateHmac {
             .and_then(|date| date.to_str().ok())
             .ok_or_else(date_diff)?;
         let date_unix = parse_http_date(date).ok_or_else(date_diff)?;
-        let too_old = now.saturating_sub(date_unix) > self.max_age_secs as i64;
-        let too_new = date_unix.saturating_sub(now) > self.max_skew_secs as i64;
+        // Compared as unsigned: a limit over i64::MAX (`Duration::MAX`) must not wrap.
+        let beyond = |distance: i64, limit: u64| u64::try_from(distance).is_ok_and(|d| d > limit);
+        let too_old = beyond(now.saturating_sub(date_unix), self.max_age_secs);
+        let too_new = beyond(date_unix.saturating_sub(now), self.max_skew_secs);
         if too_old || too_new {
             return Err(date_diff());
         }

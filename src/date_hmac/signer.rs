@@ -14,9 +14,10 @@ use crate::key_store::Secret;
 /// ```
 /// use armor_psk::date_hmac::DateHmacSigner;
 ///
-/// let signer = DateHmacSigner::new("key-1", "kw4qSnpSwXzgiv5yxYpZZmFEd9QAeiKTQ6OuyMja");
+/// let signer = DateHmacSigner::new("key-1", "kw4qSnpSwXzgiv5yxYpZZmFEd9QAeiKTQ6OuyMja")?;
 /// let header = signer.authorization("Tue, 07 Jun 2011 20:51:35 GMT");
-/// assert!(header.to_str().unwrap().contains(r#"signature="UDysfR6MndUZReo07Y9r+vErn8vSxrnQ5ulit18iJ/Q=""#));
+/// assert!(header.to_str()?.contains(r#"signature="UDysfR6MndUZReo07Y9r+vErn8vSxrnQ5ulit18iJ/Q=""#));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
 pub struct DateHmacSigner {
@@ -25,14 +26,29 @@ pub struct DateHmacSigner {
     clock: Arc<dyn Clock>,
 }
 
+/// An API key the signed-Date header cannot carry: empty, or with a character that is not
+/// visible ASCII, or a `"` or `,` (which end its quoted parameter).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot sign: an API key must be visible ASCII characters without '\"' or ','")]
+pub struct InvalidApiKey;
+
 impl DateHmacSigner {
-    /// A signer for `api_key` with the shared `key` (its UTF-8 bytes key the HMAC).
-    pub fn new(api_key: impl Into<String>, key: impl Into<Secret>) -> Self {
-        DateHmacSigner {
-            api_key: api_key.into().into(),
+    /// A signer for `api_key` with the shared `key` (its UTF-8 bytes key the HMAC). Fails for
+    /// an API key the header cannot carry (see [`InvalidApiKey`]).
+    pub fn new(api_key: impl Into<String>, key: impl Into<Secret>) -> Result<Self, InvalidApiKey> {
+        let api_key = api_key.into();
+        let carried = !api_key.is_empty()
+            && api_key
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b',');
+        if !carried {
+            return Err(InvalidApiKey);
+        }
+        Ok(DateHmacSigner {
+            api_key: api_key.into(),
             key: key.into(),
             clock: Arc::new(SystemClock),
-        }
+        })
     }
 
     /// Where the `Date` comes from. Defaults to [`SystemClock`].
@@ -49,6 +65,8 @@ impl DateHmacSigner {
             signature(self.key.expose_bytes(), date),
             self.api_key
         );
+        // Visible ASCII throughout (the API key was checked by `new`): the fallback is never
+        // taken.
         let mut value = HeaderValue::try_from(value)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-api-key"));
         value.set_sensitive(true);

@@ -26,12 +26,13 @@ impl VerifiedBody {
         self.chunks.make_contiguous()
     }
 
-    /// The body's length in bytes.
+    /// The bytes of the body not yet read from it as an [`http_body::Body`] (all of them,
+    /// until the inner service reads it).
     pub fn len(&self) -> u64 {
         self.remaining
     }
 
-    /// Whether the body has no bytes.
+    /// Whether no byte of the body is left to read.
     pub fn is_empty(&self) -> bool {
         self.remaining == 0
     }

@@ -102,7 +102,7 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
             ));
         }
         let mut request = http::Request::new(());
-        DateHmacSigner::new(args.key_id, secret.as_str()).sign(&mut request);
+        DateHmacSigner::new(args.key_id, secret.as_str())?.sign(&mut request);
         let header = |name: http::header::HeaderName| -> Result<String, Fatal> {
             let value = request.headers().get(&name);
             let value = value.ok_or_else(|| Fatal(format!("no {name} header")))?;
