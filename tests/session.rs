@@ -1,5 +1,7 @@
 //! FH-AUTH and the combined layer, driven through axum with an injected clock.
 
+use std::time::Duration;
+
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::policy::RoutePolicy;
@@ -606,7 +608,17 @@ async fn an_auth_body_over_16_kib_is_413_in_the_crates_error_shape() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
     );
-    app.code().await;
+    // A declared length over the limit is refused before a byte is read.
+    let request = Request::post("/auth/authorize")
+        .header("content-type", "application/json")
+        .header("content-length", "1000000000")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, body) = app.send(request).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -623,11 +635,15 @@ async fn an_auth_body_that_does_not_arrive_is_408() {
         .header("content-type", "application/json")
         .body(body)
         .unwrap();
-    let (status, body) = app.send(request).await;
+    let started = tokio::time::Instant::now();
+    // Bounded, so that a missing timeout fails the test instead of hanging it.
+    let answer = tokio::time::timeout(Duration::from_secs(11), app.send(request)).await;
+    let (status, body) = answer.expect("answered within the body timeout");
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::REQUEST_TIMEOUT, Some("body_timeout"))
     );
+    assert_eq!(started.elapsed(), armor_psk::verify::DEFAULT_BODY_TIMEOUT);
     drop(sender);
 }
 

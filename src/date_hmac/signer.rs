@@ -30,19 +30,22 @@ pub struct DateHmacSigner {
 /// visible ASCII, or a `"` or `,` (which end its quoted parameter).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot sign: an API key must be visible ASCII characters without '\"' or ','")]
-pub struct InvalidApiKey;
+pub struct UnsendableApiKey;
 
 impl DateHmacSigner {
     /// A signer for `api_key` with the shared `key` (its UTF-8 bytes key the HMAC). Fails for
-    /// an API key the header cannot carry (see [`InvalidApiKey`]).
-    pub fn new(api_key: impl Into<String>, key: impl Into<Secret>) -> Result<Self, InvalidApiKey> {
+    /// an API key the header cannot carry (see [`UnsendableApiKey`]).
+    pub fn new(
+        api_key: impl Into<String>,
+        key: impl Into<Secret>,
+    ) -> Result<Self, UnsendableApiKey> {
         let api_key = api_key.into();
         let carried = !api_key.is_empty()
             && api_key
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b',');
         if !carried {
-            return Err(InvalidApiKey);
+            return Err(UnsendableApiKey);
         }
         Ok(DateHmacSigner {
             api_key: api_key.into(),

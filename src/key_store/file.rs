@@ -127,10 +127,14 @@ impl FileKeyStore {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, FileKeyStoreError> {
         let path = path.into();
         let keys = load(&path)?;
-        Ok(FileKeyStore {
+        Ok(FileKeyStore::holding(path, keys))
+    }
+
+    fn holding(path: PathBuf, keys: KeySet) -> Self {
+        FileKeyStore {
             path: Arc::new(path),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
-        })
+        }
     }
 
     /// Reads the file again and swaps in its keys all at once, so a request sees either the
@@ -150,8 +154,9 @@ impl FileKeyStore {
     /// `[[keys]]` (the `armor-psk` binary keeps its `[[users]]` there), read as `T` and
     /// checked by `check`, from the same read of the file: the keys and the tables are of one
     /// version of it. The tables get the keys' care: the text, which holds every secret, is
-    /// zeroed once parsed, and an error names the file, line and column but quotes no value of
-    /// the file. An error of `check` is [`FileKeyStoreError::InvalidTables`].
+    /// zeroed once parsed, and a parse error names the file, line and column but quotes no
+    /// value of the file. An error of `check` is [`FileKeyStoreError::InvalidTables`], with
+    /// `check`'s message as it is (keep secrets out of it).
     ///
     /// ```
     /// use armor_psk::key_store::FileKeyStore;
@@ -181,11 +186,7 @@ impl FileKeyStore {
     {
         let path = path.into();
         let (keys, tables) = load_with(&path, check)?;
-        let store = FileKeyStore {
-            path: Arc::new(path),
-            keys: Arc::new(RwLock::new(Arc::new(keys))),
-        };
-        Ok((store, tables))
+        Ok((FileKeyStore::holding(path, keys), tables))
     }
 
     /// [`reload`](FileKeyStore::reload), with the tables of

@@ -7,7 +7,6 @@ use axum::routing::post;
 use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use http_body_util::BodyExt as _;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -15,7 +14,8 @@ use zeroize::Zeroizing;
 
 use super::store::{CodeGrant, SessionRecord, SessionStoreError};
 use super::{Sessions, CODE_LIFETIME_SECS, SESSION_LIFETIME_SECS};
-use crate::verify::DEFAULT_BODY_TIMEOUT;
+use crate::rejection::Rejection;
+use crate::verify::{check_declared_length, read_limited, DEFAULT_BODY_TIMEOUT};
 
 /// Longest username a sign-in may give, in bytes.
 const MAX_USERNAME_LEN: usize = 256;
@@ -58,10 +58,14 @@ pub enum AuthEndpointError {
     /// The body passed [`MAX_AUTH_BODY`]. 413 `body_too_large`.
     #[error("the request body is larger than {MAX_AUTH_BODY} bytes")]
     BodyTooLarge,
-    /// The body did not arrive within the verifier's body timeout
-    /// ([`DEFAULT_BODY_TIMEOUT`](crate::verify::DEFAULT_BODY_TIMEOUT)). 408 `body_timeout`.
+    /// The body did not arrive within the verifier's default body timeout
+    /// ([`DEFAULT_BODY_TIMEOUT`](crate::verify::DEFAULT_BODY_TIMEOUT), 10 s). 408
+    /// `body_timeout`.
     #[error("the request body did not arrive in time")]
     BodyTimeout,
+    /// The body could not be read (the client went away mid-body). 400 `body_read_failed`.
+    #[error("the request body could not be read")]
+    BodyReadFailed,
     /// Too many sign-ins are already waiting for a password check (see
     /// [`SessionsBuilder::max_waiting_sign_ins`](super::SessionsBuilder::max_waiting_sign_ins)).
     /// 503 `temporarily_unavailable`, with `Retry-After: 1`.
@@ -83,15 +87,16 @@ impl AuthEndpointError {
             AuthEndpointError::TemporarilyUnavailable => "temporarily_unavailable",
             AuthEndpointError::BodyTooLarge => "body_too_large",
             AuthEndpointError::BodyTimeout => "body_timeout",
+            AuthEndpointError::BodyReadFailed => "body_read_failed",
         }
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthEndpointError::InvalidRequest(_) | AuthEndpointError::UnsupportedGrantType => {
-                StatusCode::BAD_REQUEST
-            }
+            AuthEndpointError::InvalidRequest(_)
+            | AuthEndpointError::UnsupportedGrantType
+            | AuthEndpointError::BodyReadFailed => StatusCode::BAD_REQUEST,
             AuthEndpointError::InvalidCredentials
             | AuthEndpointError::InvalidGrant
             | AuthEndpointError::InvalidToken => StatusCode::UNAUTHORIZED,
@@ -166,22 +171,24 @@ struct ReissueRequest {
     token: String,
 }
 
-/// Reads an `/auth` request's body, under [`MAX_AUTH_BODY`] and the verifier's body timeout (a
-/// client that trickles a body in holds its connection no longer than a signed request may),
-/// and parses it as JSON or a form (public clients send both). The declared `Content-Type` is
-/// tried first, then the other: `curl -d '{...}'` labels JSON as a form.
+/// Reads an `/auth` request's body as the verifier reads a signed request's, under
+/// [`MAX_AUTH_BODY`] (a `Content-Length` over it is refused before a byte is read) and a fixed
+/// timeout, the verifier's default ([`DEFAULT_BODY_TIMEOUT`]); then parses it as JSON or a
+/// form (public clients send both). The declared `Content-Type` is tried first, then the
+/// other: `curl -d '{...}'` labels JSON as a form.
 async fn read_request<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     what: &'static str,
 ) -> Result<T, AuthEndpointError> {
-    let limited = http_body_util::Limited::new(body, MAX_AUTH_BODY);
-    let body = match tokio::time::timeout(DEFAULT_BODY_TIMEOUT, limited.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-            return Err(AuthEndpointError::BodyTooLarge)
-        }
-        Ok(Err(_)) => return Err(AuthEndpointError::InvalidRequest(what)),
+    let read = async {
+        check_declared_length(headers, MAX_AUTH_BODY)?;
+        read_limited(body, MAX_AUTH_BODY).await
+    };
+    let body = match tokio::time::timeout(DEFAULT_BODY_TIMEOUT, read).await {
+        Ok(Ok(mut body)) => body.chunks().concat(),
+        Ok(Err(Rejection::BodyTooLarge { .. })) => return Err(AuthEndpointError::BodyTooLarge),
+        Ok(Err(_)) => return Err(AuthEndpointError::BodyReadFailed),
         Err(_) => return Err(AuthEndpointError::BodyTimeout),
     };
     let declared_form = headers

@@ -66,6 +66,17 @@ impl Body for VerifiedBody {
     }
 }
 
+/// Refuses a body whose `Content-Length` passes `limit`, before a byte of it is read.
+pub(crate) fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result<(), Rejection> {
+    let declared: Option<u64> = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|length| length.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Rejection::BodyTooLarge { limit });
+    }
+    Ok(())
+}
+
 /// Reads `body` to its end, refusing it as soon as it passes `limit` bytes.
 pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Result<VerifiedBody, Rejection>
 where

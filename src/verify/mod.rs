@@ -33,6 +33,8 @@ mod scheme;
 mod service;
 
 pub use body::VerifiedBody;
+#[cfg(feature = "session")]
+pub(crate) use body::{check_declared_length, read_limited};
 pub use explain::SigningStringFor;
 pub use future::ResponseFuture;
 pub(crate) use identity::KeyAndNonce;
@@ -42,5 +44,6 @@ pub use layer::{
     DEFAULT_WINDOW,
 };
 pub use scheme::{OneOf, OneOfClaim, Scheme};
+#[cfg(feature = "session")]
 pub(crate) use service::hide_credentials;
 pub use service::{Verify, VerifyPsk};

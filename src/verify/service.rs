@@ -5,12 +5,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH};
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::body::{read_limited, VerifiedBody};
+use super::body::{check_declared_length, read_limited, VerifiedBody};
 use super::layer::{Config, VerifyLayer};
 use super::{ResponseFuture, Scheme};
 use crate::key_store::{KeyStore, KeyStoreError, Secret};
@@ -168,7 +168,7 @@ fn verify_now<Sch: Scheme>(
             return Now::Wait(Either::Left(rest));
         }
     };
-    if let Err(rejection) = check_declared_length(config, &parts.headers) {
+    if let Err(rejection) = check_declared_length(&parts.headers, config.body_limit) {
         return Now::Refused(rejection);
     }
     // No time has passed since the header was checked: `now` still holds. The record is made
@@ -266,7 +266,7 @@ where
     .await;
     let secret = secret_or_refusal(&config, &claim, lookup)?;
 
-    check_declared_length(&config, &parts.headers)?;
+    check_declared_length(&parts.headers, config.body_limit)?;
     let mut body = within(config.body_timeout, read_limited(body, config.body_limit))
         .await
         .map_err(|_| Rejection::BodyTimeout {
@@ -500,19 +500,6 @@ impl<F: std::future::Future> std::future::Future for Within<F> {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         timer.as_mut().poll(cx).map(|()| Err(TimedOut))
     }
-}
-
-/// Refuses a request whose `Content-Length` passes the body limit, before its body is read.
-fn check_declared_length<Sch>(config: &Config<Sch>, headers: &HeaderMap) -> Result<(), Rejection> {
-    let declared: Option<u64> = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|length| length.to_str().ok()?.parse().ok());
-    if declared.is_some_and(|length| length > config.body_limit as u64) {
-        return Err(Rejection::BodyTooLarge {
-            limit: config.body_limit,
-        });
-    }
-    Ok(())
 }
 
 /// The response to a refused request (out of line, as [`key_store_unavailable`]).
