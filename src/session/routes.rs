@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::store::{CodeGrant, SessionRecord, SessionStoreError};
 use super::{Sessions, CODE_LIFETIME_SECS, SESSION_LIFETIME_SECS};
 use crate::rejection::Rejection;
-use crate::verify::{check_declared_length, read_limited, DEFAULT_BODY_TIMEOUT};
+use crate::verify::{read_body, DEFAULT_BODY_TIMEOUT};
 
 /// Longest username a sign-in may give, in bytes.
 const MAX_USERNAME_LEN: usize = 256;
@@ -181,15 +181,11 @@ async fn read_request<T: DeserializeOwned>(
     body: Body,
     what: &'static str,
 ) -> Result<T, AuthEndpointError> {
-    let read = async {
-        check_declared_length(headers, MAX_AUTH_BODY)?;
-        read_limited(body, MAX_AUTH_BODY).await
-    };
-    let body = match tokio::time::timeout(DEFAULT_BODY_TIMEOUT, read).await {
-        Ok(Ok(mut body)) => body.chunks().concat(),
-        Ok(Err(Rejection::BodyTooLarge { .. })) => return Err(AuthEndpointError::BodyTooLarge),
-        Ok(Err(_)) => return Err(AuthEndpointError::BodyReadFailed),
-        Err(_) => return Err(AuthEndpointError::BodyTimeout),
+    let body = match read_body(headers, body, MAX_AUTH_BODY, DEFAULT_BODY_TIMEOUT).await {
+        Ok(mut body) => body.chunks().concat(),
+        Err(Rejection::BodyTooLarge { .. }) => return Err(AuthEndpointError::BodyTooLarge),
+        Err(Rejection::BodyTimeout { .. }) => return Err(AuthEndpointError::BodyTimeout),
+        Err(_) => return Err(AuthEndpointError::BodyReadFailed),
     };
     let declared_form = headers
         .get(CONTENT_TYPE)

@@ -33,8 +33,6 @@ mod scheme;
 mod service;
 
 pub use body::VerifiedBody;
-#[cfg(feature = "session")]
-pub(crate) use body::{check_declared_length, read_limited};
 pub use explain::SigningStringFor;
 pub use future::ResponseFuture;
 pub(crate) use identity::KeyAndNonce;
@@ -45,5 +43,5 @@ pub use layer::{
 };
 pub use scheme::{OneOf, OneOfClaim, Scheme};
 #[cfg(feature = "session")]
-pub(crate) use service::hide_credentials;
+pub(crate) use service::{hide_credentials, read_body};
 pub use service::{Verify, VerifyPsk};

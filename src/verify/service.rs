@@ -266,12 +266,7 @@ where
     .await;
     let secret = secret_or_refusal(&config, &claim, lookup)?;
 
-    check_declared_length(&parts.headers, config.body_limit)?;
-    let mut body = within(config.body_timeout, read_limited(body, config.body_limit))
-        .await
-        .map_err(|_| Rejection::BodyTimeout {
-            timeout_secs: config.body_timeout.as_secs(),
-        })??;
+    let mut body = read_body(&parts.headers, body, config.body_limit, config.body_timeout).await?;
 
     // Only for the hint: the record itself is made after the MAC, with the clock read again
     // (hashing a large body takes time, and the window is checked once more).
@@ -281,6 +276,26 @@ where
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
     record_and_admit(config, claim, form, parts, body).await
+}
+
+/// A request's body as the verifier reads it: refused at once when its `Content-Length` passes
+/// `limit`, else read to its end under `limit` and within `timeout`.
+pub(crate) async fn read_body<B>(
+    headers: &HeaderMap,
+    body: B,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<VerifiedBody, Rejection>
+where
+    B: Body,
+    B::Error: fmt::Display,
+{
+    check_declared_length(headers, limit)?;
+    within(timeout, read_limited(body, limit))
+        .await
+        .map_err(|_| Rejection::BodyTimeout {
+            timeout_secs: timeout.as_secs(),
+        })?
 }
 
 /// Records the verified request against replays, then hands it over. The clock is read here:
