@@ -60,9 +60,9 @@ pub enum Rejection {
     #[error("the request body could not be read")]
     BodyReadFailed,
     /// The body did not arrive within the body-read timeout. 408 `body_timeout`.
-    #[error("the request body did not arrive within {timeout_secs} seconds")]
+    #[error("the request body did not arrive within the {timeout_secs}-second timeout")]
     BodyTimeout {
-        /// The timeout, in whole seconds.
+        /// The timeout in seconds, rounded up to a whole one (a 300 ms timeout is 1).
         timeout_secs: u64,
     },
     /// The key store did not answer (it failed, timed out, or panicked).

@@ -294,7 +294,8 @@ where
     within(timeout, read_limited(body, limit))
         .await
         .map_err(|_| Rejection::BodyTimeout {
-            timeout_secs: timeout.as_secs(),
+            // Rounded up: a 300 ms timeout is not "0 seconds".
+            timeout_secs: timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
         })?
 }
 
