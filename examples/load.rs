@@ -22,8 +22,9 @@
 //! read from `/proc/<pid>/stat`.
 //!
 //! The servers are started together and run to the end (a full server's replay store keeps
-//! what it recorded, as a server's would: at the default capacity, about 600,000 requests a
-//! run, warm-up included, before it is full); each is warmed up once. Then, in each round,
+//! what it recorded, as a server's would; it has the default capacity, 1,200,000 entries, unless
+//! the run records more than that, two entries a request, warm-up included: then it is sized
+//! for the run, since a full store refuses requests); each is warmed up once. Then, in each round,
 //! each server in turn gets a fixed number of measured requests, stopping early at a time cap:
 //! the run always ends by itself. Servers listen on 127.0.0.1 only and exit when this process
 //! closes their stdin, or at the latest when every turn of the run could have reached its cap
@@ -56,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{Credential, HmacSha512, SigningString};
-use armor_psk::replay::CompactReplayStore;
+use armor_psk::replay::{CompactReplayStore, MokaReplayStore};
 use armor_psk::{Signer, VerifyPskLayer};
 use axum::http::Request;
 use axum::http::{header::AUTHORIZATION, StatusCode};
@@ -79,14 +80,18 @@ const SERVERS: [&str; 4] = ["bare", "floor", "full-moka", "full-compact"];
 /// Added to the time a run's turns may take at most, for a server's lifetime: signing the
 /// requests between turns, starting and stopping.
 const SERVER_SLACK: Duration = Duration::from_secs(600);
+/// The replay stores' default capacity, in entries.
+const DEFAULT_STORE_CAPACITY: u64 = 1_200_000;
 /// Set in the re-executed generator, so that it does not re-execute itself again.
 const PINNED: &str = "ARMOR_PSK_LOAD_PINNED";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if let Some(kind) = option(&args, "--serve") {
-        return match number(&args, "--lifetime-secs", SERVER_SLACK.as_secs()) {
-            Ok(lifetime) => serve(&kind, Duration::from_secs(lifetime)),
+        let lifetime = number(&args, "--lifetime-secs", SERVER_SLACK.as_secs());
+        let entries = number(&args, "--entries", 0);
+        return match lifetime.and_then(|lifetime| Ok((lifetime, entries?))) {
+            Ok((lifetime, entries)) => serve(&kind, Duration::from_secs(lifetime), entries),
             Err(message) => {
                 eprintln!("error: {message}");
                 ExitCode::FAILURE
@@ -145,9 +150,9 @@ fn taskset_works() -> bool {
 // --- The servers. --------------------------------------------------------------------------------
 
 /// Serves until this process's stdin is closed (the generator is done, or gone), or at the
-/// latest after `lifetime`.
-fn serve(kind: &str, lifetime: Duration) -> ExitCode {
-    let app = match app(kind) {
+/// latest after `lifetime`; a replay store is sized for the `entries` the run records.
+fn serve(kind: &str, lifetime: Duration, entries: u64) -> ExitCode {
+    let app = match app(kind, entries) {
         Some(app) => app,
         None => {
             eprintln!(
@@ -189,9 +194,12 @@ fn serve(kind: &str, lifetime: Duration) -> ExitCode {
     }
 }
 
-fn app(kind: &str) -> Option<Router> {
+/// The replay stores keep their default capacity (1,200,000 entries, as a server would) unless
+/// the run records more than that: a full store refuses requests (503 `nonce_store_full`).
+fn app(kind: &str, entries: u64) -> Option<Router> {
     let hello = Router::new().route(PATH, get(|| async { "hello" }));
     let keys = || MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
+    let capacity = DEFAULT_STORE_CAPACITY.max(entries.saturating_add(entries / 8));
     Some(match kind {
         "bare" => hello,
         "floor" => hello.layer(FloorLayer::new()?),
@@ -201,10 +209,17 @@ fn app(kind: &str) -> Option<Router> {
                 floor_from_fn(floor.clone(), request, next)
             }))
         }
-        "full-moka" => hello.layer(VerifyPskLayer::new(keys())),
-        "full-compact" => {
-            hello.layer(VerifyPskLayer::new(keys()).replay_store(CompactReplayStore::default()))
+        "full-moka" if capacity == DEFAULT_STORE_CAPACITY => {
+            hello.layer(VerifyPskLayer::new(keys()))
         }
+        "full-moka" => hello.layer(
+            VerifyPskLayer::new(keys())
+                .replay_store(MokaReplayStore::builder().capacity(capacity).build()),
+        ),
+        "full-compact" => hello.layer(
+            VerifyPskLayer::new(keys())
+                .replay_store(CompactReplayStore::builder().capacity(capacity).build()),
+        ),
         "full-null" => hello.layer(VerifyPskLayer::new(keys()).replay_store(NullStore)),
         _ => return None,
     })
@@ -310,7 +325,6 @@ struct Settings {
 
 struct Outcome {
     completed: u64,
-    failed: u64,
     elapsed: Duration,
     /// Latencies of the measured requests, in nanoseconds, sorted.
     latencies: Vec<u64>,
@@ -383,10 +397,16 @@ fn generate(args: &[String]) -> Result<(), String> {
         .cap
         .saturating_mul(u32::try_from(turns).unwrap_or(u32::MAX))
         .saturating_add(SERVER_SLACK);
+    // Two entries a request (both replay rules), warm-up included.
+    let entries = (settings.rounds.saturating_mul(settings.requests))
+        .saturating_add(settings.warmup)
+        .saturating_mul(2);
     let mut results = Vec::new();
     for kind in &servers {
-        let server = Server::start(kind, pinned, lifetime)?;
-        runtime.block_on(warm_up(server.port, &settings))?;
+        let server = Server::start(kind, pinned, lifetime, entries)?;
+        runtime
+            .block_on(warm_up(server.port, &settings))
+            .map_err(|error| format!("{kind}, warming up: {error}"))?;
         results.push((kind.clone(), server, Vec::new()));
     }
     for round in 1..=settings.rounds {
@@ -396,13 +416,9 @@ fn generate(args: &[String]) -> Result<(), String> {
             order.reverse();
         }
         for (kind, server, outcomes) in order {
-            let outcome = runtime.block_on(measure(server.port, server.pid(), &settings))?;
-            if outcome.failed > 0 {
-                return Err(format!(
-                    "{kind}: {} requests were not answered 200",
-                    outcome.failed
-                ));
-            }
+            let outcome = runtime
+                .block_on(measure(server.port, server.pid(), &settings))
+                .map_err(|error| format!("{kind}: {error}"))?;
             println!(
                 "  {kind:<13} {:>8} req in {:>6.2} s: {:>9.0} req/s, p50 {:>7.1} µs, \
                  p99 {:>7.1} µs, server CPU {:>5.1} µs/req",
@@ -532,7 +548,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(kind: &str, pinned: bool, lifetime: Duration) -> Result<Self, String> {
+    fn start(kind: &str, pinned: bool, lifetime: Duration, entries: u64) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|error| format!("own path: {error}"))?;
         let mut command = if pinned {
             let mut command = Command::new("taskset");
@@ -544,6 +560,7 @@ impl Server {
         let mut child = command
             .args(["--serve", kind])
             .args(["--lifetime-secs", &lifetime.as_secs().to_string()])
+            .args(["--entries", &entries.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -610,11 +627,9 @@ fn cpu_time(pid: u32) -> Duration {
 /// Connections made, caches and allocator warm; not measured.
 async fn warm_up(port: u16, settings: &Settings) -> Result<(), String> {
     let warmup = sign_pool(settings.warmup)?;
-    let (_, failed) = drive(port, warmup, settings.connections, settings.cap, None).await?;
-    match failed {
-        0 => Ok(()),
-        failed => Err(format!("{failed} warm-up requests were not answered 200")),
-    }
+    drive(port, warmup, settings.connections, settings.cap, None)
+        .await
+        .map(drop)
 }
 
 /// One server's turn in a round.
@@ -623,14 +638,12 @@ async fn measure(port: u16, pid: u32, settings: &Settings) -> Result<Outcome, St
     let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let pace = settings.rate.map(|rate| (started, rate));
-    let (mut latencies, failed) =
-        drive(port, pool, settings.connections, settings.cap, pace).await?;
+    let mut latencies = drive(port, pool, settings.connections, settings.cap, pace).await?;
     let elapsed = started.elapsed();
     let server_cpu = cpu_time(pid).saturating_sub(cpu_before);
     latencies.sort_unstable();
     Ok(Outcome {
         completed: latencies.len() as u64,
-        failed,
         elapsed,
         latencies,
         server_cpu,
@@ -659,14 +672,14 @@ fn sign_pool(count: u64) -> Result<Arc<Vec<Vec<u8>>>, String> {
 /// Sends every request of `pool` over `connections` keep-alive connections, one at a time on
 /// each, until done or `cap` passes: as soon as a connection is free, or with `pace` (a start
 /// and a rate a second) each when it is due, its latency counted from then. The latencies of
-/// the answered ones, and how many were not answered 200.
+/// the answered ones; an error when any was not answered 200.
 async fn drive(
     port: u16,
     pool: Arc<Vec<Vec<u8>>>,
     connections: u64,
     cap: Duration,
     pace: Option<(Instant, f64)>,
-) -> Result<(Vec<u64>, u64), String> {
+) -> Result<Vec<u64>, String> {
     let tickets = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + cap;
     let mut tasks = tokio::task::JoinSet::new();
@@ -681,7 +694,7 @@ async fn drive(
                 .set_nodelay(true)
                 .map_err(|error| error.to_string())?;
             let mut latencies = Vec::new();
-            let mut failed = 0;
+            let mut failed = (0, None);
             let mut buffer = Vec::with_capacity(4096);
             loop {
                 let ticket = tickets.fetch_add(1, Ordering::Relaxed);
@@ -705,19 +718,27 @@ async fn drive(
                     .map_err(|error| format!("write: {error}"))?;
                 let status = read_response(&mut stream, &mut buffer).await?;
                 latencies.push(sent.elapsed().as_nanos() as u64);
-                failed += u64::from(status != 200);
+                if status != 200 {
+                    failed = (failed.0 + 1, failed.1.or(Some(status)));
+                }
             }
             Ok::<_, String>((latencies, failed))
         });
     }
     let mut latencies = Vec::new();
-    let mut failed = 0;
+    let mut failed = (0, None);
     while let Some(joined) = tasks.join_next().await {
-        let (some, failures) = joined.map_err(|error| format!("a connection task: {error}"))??;
+        let (some, (count, first)) =
+            joined.map_err(|error| format!("a connection task: {error}"))??;
         latencies.extend(some);
-        failed += failures;
+        failed = (failed.0 + count, failed.1.or(first));
     }
-    Ok((latencies, failed))
+    match failed {
+        (_, None) => Ok(latencies),
+        (count, Some(status)) => Err(format!(
+            "{count} requests were not answered 200 (one was answered {status})"
+        )),
+    }
 }
 
 /// Returns at `due`, or at once if it has passed. tokio's timers fire to the millisecond: the
