@@ -177,7 +177,12 @@ impl SessionsBuilder {
 
     /// After `max_failures` failed sign-ins for one username within `period_secs` of the first,
     /// `/auth/authorize` answers 429 for that username until the period ends. Defaults to 5
-    /// failures in 900 seconds.
+    /// failures in 900 seconds; at least 1 failure in 1 second is taken (0 or less would turn
+    /// the throttle off).
+    ///
+    /// The counts of the users' own usernames are kept exactly. Unknown usernames are counted
+    /// too (a 429 does not tell which usernames exist), in a cache of 100,000 that a flood of
+    /// made-up usernames can push them out of.
     pub fn throttle(mut self, max_failures: u32, period_secs: i64) -> Self {
         self.max_failures = max_failures;
         self.throttle_period_secs = period_secs;

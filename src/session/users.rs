@@ -410,48 +410,103 @@ impl Place<'_> {
 
 /// Counts failed sign-ins per username; past the limit, refuses further tries until the period
 /// that started with the first failure is over.
+///
+/// The counts of the configured usernames are kept exactly, and never pushed out: there are
+/// only so many of them. Those of unknown usernames (counted too, so that a 429 does not tell
+/// which usernames exist) go to a bounded cache, which a flood of made-up usernames can push
+/// them out of: that protects no account less.
 #[derive(Clone)]
 pub(crate) struct Throttle {
-    failures: Cache<String, (u32, i64)>,
+    known: Arc<Mutex<HashMap<String, Tries>>>,
+    unknown: Cache<String, Tries>,
     max_failures: u32,
     period_secs: i64,
 }
 
+/// A username's tries in the current period, and the period's last second.
+#[derive(Clone, Copy)]
+struct Tries {
+    count: u32,
+    until: i64,
+}
+
 impl Throttle {
+    /// At least one try in a period of at least a second.
     pub(crate) fn new(max_failures: u32, period_secs: i64) -> Self {
+        let period_secs = period_secs.max(1);
         Throttle {
-            failures: Cache::builder()
+            known: Arc::default(),
+            unknown: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(
-                    u64::try_from(period_secs).unwrap_or(0) + 1,
+                    period_secs.unsigned_abs() + 1,
                 ))
                 .build(),
-            max_failures,
+            max_failures: max_failures.max(1),
             period_secs,
         }
     }
 
-    /// Counts one more try for `username` before its password is checked, so that concurrent
-    /// guesses cannot all pass a check made before any of them failed; a success clears the
-    /// count. `Err(seconds to wait)` when the tries of this period are used up.
-    pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<(), i64> {
-        let (max, period) = (self.max_failures, self.period_secs);
+    /// Counts one more try for `username` (one of the configured users when `known`) before
+    /// its password is checked, so that concurrent guesses cannot all pass a check made before
+    /// any of them failed; a success clears the count. `Err(seconds to wait)` when the tries of
+    /// this period are used up.
+    pub(crate) fn begin_attempt(&self, username: &str, known: bool, now: i64) -> Result<(), i64> {
+        let username = username.to_ascii_lowercase();
+        if known {
+            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            // Gone past periods go with the next count that finds the map grown: a reload can
+            // drop users, whose counts would otherwise stay.
+            if known.len() >= known.capacity() {
+                known.retain(|_, tries| tries.until >= now);
+            }
+            let tries = known.get(&username).copied();
+            let (next, wait) = self.count(tries, now);
+            known.insert(username, next);
+            return wait.map_or(Ok(()), Err);
+        }
         let mut wait = None;
-        self.failures
-            .entry(username.to_ascii_lowercase())
-            .and_compute_with(|current| match current.map(|entry| entry.into_value()) {
-                Some((count, until)) if until >= now && count >= max => {
-                    wait = Some(until - now + 1);
-                    Op::Nop
-                }
-                Some((count, until)) if until >= now => Op::Put((count + 1, until)),
-                _ => Op::Put((1, now + period)),
-            });
+        self.unknown.entry(username).and_compute_with(|current| {
+            let (next, refused) = self.count(current.map(|entry| entry.into_value()), now);
+            wait = refused;
+            match refused {
+                Some(_) => Op::Nop,
+                None => Op::Put(next),
+            }
+        });
         wait.map_or(Ok(()), Err)
     }
 
+    /// The tries after one more at `now`, and the seconds to wait when it is refused.
+    fn count(&self, tries: Option<Tries>, now: i64) -> (Tries, Option<i64>) {
+        match tries {
+            Some(tries) if tries.until >= now && tries.count >= self.max_failures => {
+                (tries, Some(tries.until - now + 1))
+            }
+            Some(tries) if tries.until >= now => (
+                Tries {
+                    count: tries.count + 1,
+                    ..tries
+                },
+                None,
+            ),
+            _ => (
+                Tries {
+                    count: 1,
+                    until: now.saturating_add(self.period_secs),
+                },
+                None,
+            ),
+        }
+    }
+
     pub(crate) fn clear(&self, username: &str) {
-        self.failures.invalidate(&username.to_ascii_lowercase());
+        let username = username.to_ascii_lowercase();
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&username);
+        self.unknown.invalidate(&username);
     }
 }
 
@@ -634,14 +689,41 @@ mod tests {
 
     #[test]
     fn throttles_after_the_limit_until_the_period_ends() {
+        for known in [true, false] {
+            let throttle = Throttle::new(3, 900);
+            for _ in 0..3 {
+                assert_eq!(throttle.begin_attempt("Ann", known, 1_000), Ok(()));
+            }
+            assert_eq!(throttle.begin_attempt("ann", known, 1_000), Err(901));
+            assert_eq!(throttle.begin_attempt("ann", known, 1_500), Err(401));
+            assert_eq!(throttle.begin_attempt("ann", known, 1_901), Ok(()));
+            throttle.clear("ann");
+            assert_eq!(throttle.begin_attempt("ann", known, 1_901), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_flood_of_unknown_usernames_does_not_reset_a_known_ones_count() {
         let throttle = Throttle::new(3, 900);
         for _ in 0..3 {
-            assert_eq!(throttle.begin_attempt("Ann", 1_000), Ok(()));
+            assert_eq!(throttle.begin_attempt("ann", true, 1_000), Ok(()));
         }
-        assert_eq!(throttle.begin_attempt("ann", 1_000), Err(901));
-        assert_eq!(throttle.begin_attempt("ann", 1_500), Err(401));
-        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
-        throttle.clear("ann");
-        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
+        // Far past the unknown usernames' cache: it pushes some of them out, not Ann.
+        for name in 0..150_000 {
+            let _ = throttle.begin_attempt(&format!("junk{name}"), false, 1_000);
+        }
+        throttle.unknown.run_pending_tasks();
+        assert_eq!(throttle.begin_attempt("ann", true, 1_001), Err(900));
+    }
+
+    #[test]
+    fn nonsense_limits_still_throttle() {
+        // A period of 0 (or less) would restart the count at every try; a limit of 0 still
+        // let one try through.
+        let throttle = Throttle::new(0, 0);
+        assert_eq!(throttle.begin_attempt("ann", true, 1_000), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", true, 1_000), Err(2));
+        assert_eq!(throttle.begin_attempt("ann", true, 1_001), Err(1));
+        assert_eq!(throttle.begin_attempt("ann", true, 1_002), Ok(()));
     }
 }
