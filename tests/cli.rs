@@ -227,6 +227,21 @@ async fn serves_both_schemes_the_policy_and_the_echo() {
     assert_eq!(body["body_form"], "digest");
     assert_eq!(body["body_length"], payload.len());
 
+    // The signed-Date scheme signs no body: no body form is echoed, or counted.
+    let mut dated = axum::http::Request::new(());
+    armor_psk::date_hmac::DateHmacSigner::new(DATE_KEY_ID, SECRET)
+        .unwrap()
+        .sign(&mut dated);
+    let headers: Vec<(&str, String)> = ["date", "authorization"]
+        .into_iter()
+        .map(|name| (name, dated.headers()[name].to_str().unwrap().to_owned()))
+        .collect();
+    let (status, body) = server.send(Method::POST, "/core/x", &headers, "{}").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["identity"]["key_id"], DATE_KEY_ID);
+    assert_eq!(body["body_form"], Value::Null);
+    assert_eq!(body["body_length"], 2);
+
     let (status, body) = server
         .signed("disabled-key", Method::GET, "/me", "", &[])
         .await;
@@ -392,6 +407,11 @@ async fn serves_both_schemes_the_policy_and_the_echo() {
     );
     assert!(
         metrics.contains(r#"armor_psk_body_forms_total{form="digest"} 1"#),
+        "{metrics}"
+    );
+    // The keys' bodiless requests; the signed-Date one is not among them.
+    assert!(
+        metrics.contains(r#"armor_psk_body_forms_total{form="empty"} 4"#),
         "{metrics}"
     );
 
@@ -603,6 +623,12 @@ async fn demo_prints_lines_that_work() {
     );
     let echoed = run(&dotted);
     assert_eq!(echoed["path"], "/core/../x", "{echoed}");
+    // Brackets and braces go as written (curl would expand them as patterns otherwise).
+    let globbed = sign.replace(
+        &format!("GET {}/me", server.base),
+        &format!("GET '{}/x?filter[name]={{a,b}}'", server.base),
+    );
+    assert_eq!(run(&globbed)["path"], "/x");
     let authorized = run(authorize);
     assert_eq!(authorized["success"], true, "{authorized}");
 
@@ -789,6 +815,28 @@ fn keygen_sign_and_hash_password() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "a secret source is required");
+    let sign = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["sign", "--key-id", key_id, "--secret-file"])
+            .arg(&secret_file)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The method goes into --curl's command unquoted: letters only.
+    let output = sign(&["--curl", "GET|id", "http://h/"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    // A path that is not ASCII would be sent percent-encoded, not as signed.
+    let output = sign(&["GET", "http://h/\u{e9}"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("percent-encode"), "{stderr}");
+    // The empty form signs no body: said, but signed.
+    let output = sign(&["--form", "empty", "POST", "http://h/x", "--data", "{}"]);
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("signs no body"), "{stderr}");
 
     // hash-password: one line from stdin, without its line ending.
     let mut child = Command::new(BIN)
@@ -809,4 +857,23 @@ fn keygen_sign_and_hash_password() {
     let user = armor_psk::session::User::new("u", hash.trim(), vec![]).unwrap();
     assert_eq!(user.username(), "u");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
+
+    // A password no sign-in would take is refused.
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let long = "p".repeat(armor_psk::session::MAX_PASSWORD_LEN + 1);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{long}\n").as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
 }

@@ -18,9 +18,9 @@ use crate::rejection::Rejection;
 use crate::verify::{read_body, DEFAULT_BODY_TIMEOUT};
 
 /// Longest username a sign-in may give, in bytes.
-const MAX_USERNAME_LEN: usize = 256;
-/// Longest password a sign-in may give, in bytes.
-const MAX_PASSWORD_LEN: usize = 1024;
+pub const MAX_USERNAME_LEN: usize = 256;
+/// Longest password a sign-in may give, in bytes (`armor-psk hash-password` refuses longer).
+pub const MAX_PASSWORD_LEN: usize = 1024;
 /// The most an `/auth` request body may hold: far more than a username and password, a code or
 /// a token take in any encoding.
 pub const MAX_AUTH_BODY: usize = 16 * 1024;

@@ -22,25 +22,30 @@ pub struct User {
     accounts: Vec<i64>,
 }
 
-/// A password hash that is not an argon2 PHC string.
+/// A password hash that is not an argon2 PHC string any password could match: no salt or
+/// hash, costs argon2 refuses, or a hash over 64 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("user {username:?}: the password hash is not an argon2 PHC string ($argon2id$...)")]
+#[error(
+    "user {username:?}: the password hash is not an argon2 PHC string with a salt and a hash \
+     of 4 to 64 bytes, as `armor-psk hash-password` prints ($argon2id$v=19$m=...)"
+)]
 pub struct InvalidPasswordHash {
     username: String,
 }
 
 impl User {
     /// A user with an argon2 PHC `password_hash` (as `armor-psk hash-password` prints) and the
-    /// account ids they may act on.
+    /// account ids they may act on. A hash no password could match is refused here, not at
+    /// every sign-in.
     pub fn new(
         username: impl Into<String>,
         password_hash: impl Into<String>,
         accounts: Vec<i64>,
     ) -> Result<Self, InvalidPasswordHash> {
         let (username, password_hash) = (username.into(), password_hash.into());
-        let is_argon2 = PasswordHash::new(&password_hash)
-            .is_ok_and(|hash| hash.algorithm.as_str().starts_with("argon2"));
-        if !is_argon2 {
+        let checkable =
+            PasswordHash::new(&password_hash).is_ok_and(|hash| Argon2Check::of(&hash).is_some());
+        if !checkable {
             return Err(InvalidPasswordHash { username });
         }
         let digest = Sha512::digest(password_hash.as_bytes());
@@ -256,26 +261,44 @@ pub(crate) fn verify_password(
 /// than a fresh 19 MiB allocation: allocated and freed on every check, glibc kept hundreds of
 /// megabytes of them (250 MB after 40 sign-ins, one at a time).
 fn hash_matches(password: &[u8], hash: &PasswordHash<'_>, memory: &mut Vec<Block>) -> bool {
-    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
-        return false;
-    };
-    let Some((algorithm, version, params)) = argon2_of(hash) else {
-        return false;
-    };
-    let mut salt_bytes = [0u8; 64];
-    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
-        return false;
-    };
-    let mut computed = Zeroizing::new([0u8; 64]);
-    let Some(computed) = computed.get_mut(..expected.len()) else {
-        return false;
-    };
-    memory.resize(params.block_count(), Block::default());
-    let argon2 = Argon2::new(algorithm, version, params);
-    argon2
-        .hash_password_into_with_memory(password, salt, computed, &mut memory[..])
-        .is_ok()
-        && bool::from(computed.ct_eq(expected.as_bytes()))
+    Argon2Check::of(hash).is_some_and(|check| check.matches(password, memory))
+}
+
+/// What checking a password against an argon2 PHC hash takes.
+struct Argon2Check {
+    argon2: Argon2<'static>,
+    salt: [u8; 64],
+    salt_len: usize,
+    expected: argon2::password_hash::Output,
+}
+
+impl Argon2Check {
+    /// `None` when no password could match `hash`: not argon2, no salt or hash, costs argon2
+    /// refuses, or a hash outside argon2's 4 bytes to the 64 checked here.
+    fn of(hash: &PasswordHash<'_>) -> Option<Self> {
+        let (salt, expected) = (hash.salt?, hash.hash?);
+        let (algorithm, version, params) = argon2_of(hash)?;
+        let mut salt_bytes = [0u8; 64];
+        let salt_len = salt.decode_b64(&mut salt_bytes).ok()?.len();
+        (4..=64).contains(&expected.len()).then_some(())?;
+        Some(Argon2Check {
+            argon2: Argon2::new(algorithm, version, params),
+            salt: salt_bytes,
+            salt_len,
+            expected,
+        })
+    }
+
+    fn matches(&self, password: &[u8], memory: &mut Vec<Block>) -> bool {
+        let mut computed = Zeroizing::new([0u8; 64]);
+        let computed = &mut computed[..self.expected.len()];
+        memory.resize(self.argon2.params().block_count(), Block::default());
+        let salt = &self.salt[..self.salt_len];
+        self.argon2
+            .hash_password_into_with_memory(password, salt, computed, &mut memory[..])
+            .is_ok()
+            && bool::from(computed.ct_eq(self.expected.as_bytes()))
+    }
 }
 
 /// Most password checks at once, however many cores: each keeps argon2's working memory.
@@ -685,6 +708,24 @@ mod tests {
     fn refuses_hashes_that_are_not_argon2() {
         assert!(User::new("u", "plain text", vec![]).is_err());
         assert!(User::new("u", "$pbkdf2-sha256$i=1$c2FsdA$aGFzaA", vec![]).is_err());
+    }
+
+    #[test]
+    fn refuses_argon2_hashes_no_password_could_match() {
+        let good = hash_password("pw").unwrap();
+        assert!(User::new("u", good.as_str(), vec![]).is_ok());
+        let (head, _) = good.rsplit_once('$').unwrap();
+        let salt = head.rsplit_once('$').unwrap().1;
+        for hash in [
+            "$argon2id$".to_owned(),
+            format!("$argon2id$v=19$m=19456,t=2,p=1${salt}"),
+            good.replacen("$argon2id$", "$argon2x$", 1),
+            good.replacen("t=2", "t=0", 1),
+            format!("{head}${}", "A".repeat(88)),
+            format!("{head}$AAA"),
+        ] {
+            assert!(User::new("u", hash.as_str(), vec![]).is_err(), "{hash}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use armor_psk::date_hmac::DateHmac;
 use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
 use armor_psk::psk::{ArmorPsk, Credential};
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
-use armor_psk::verify::{OneOf, VerifyLayer};
+use armor_psk::verify::{OneOf, VerifyLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT};
 use armor_psk::{Rejection, Signer};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Request, State};
@@ -31,7 +31,7 @@ pub(crate) struct ServeArgs {
     /// The address to listen on (port 0 picks a free one; the address is printed).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The keys file: [[keys]] (id, secret, name, disabled, accounts) and [[users]]
+    /// The keys file: [[keys]] (id, secret, name, disabled, accounts, schemes) and [[users]]
     /// (username, password_hash, accounts). SIGHUP reloads it.
     #[arg(
         long,
@@ -306,20 +306,44 @@ async fn echo(
     identity: Identity,
     method: Method,
     OriginalUri(uri): OriginalUri,
-    body: Bytes,
-) -> Json<Value> {
-    let body_form = match &identity {
-        Identity::ApiKey { key, .. } => Some(key.body_form().as_str()),
-        _ => None,
-    };
-    Json(json!({
+    body: Body,
+) -> Result<Json<Value>, Rejection> {
+    // A key's body was read by the verifier; a signed-in user's is read here, under the
+    // verifier's default limit and timeout and with its answers.
+    let read = axum::body::to_bytes(body, DEFAULT_BODY_LIMIT);
+    let body = tokio::time::timeout(DEFAULT_BODY_TIMEOUT, read)
+        .await
+        .map_err(|_| Rejection::BodyTimeout {
+            timeout_secs: DEFAULT_BODY_TIMEOUT.as_secs(),
+        })?
+        .map_err(|error| {
+            let source = std::error::Error::source(&error);
+            match source.is_some_and(|source| source.is::<http_body_util::LengthLimitError>()) {
+                true => Rejection::BodyTooLarge {
+                    limit: DEFAULT_BODY_LIMIT,
+                },
+                false => Rejection::BodyReadFailed,
+            }
+        })?;
+    Ok(Json(json!({
         "identity": identity_json(&identity),
         "method": method.as_str(),
         "path": uri.path(),
         "query": uri.query(),
-        "body_form": body_form,
+        "body_form": psk_body_form(&identity),
         "body_length": body.len(),
-    }))
+    })))
+}
+
+/// The body form an ARMOR-PSK request was signed with; `None` for a signed-in user, and for the
+/// signed-Date scheme, which signs no body.
+fn psk_body_form(identity: &Identity) -> Option<&'static str> {
+    match identity {
+        Identity::ApiKey { key, .. } if key.scheme() == armor_psk::psk::SCHEME_NAME => {
+            Some(key.body_form().as_str())
+        }
+        _ => None,
+    }
 }
 
 /// Adds the signing strings the verifier computed to a `bad_signature` answer. The body goes to
@@ -491,11 +515,8 @@ async fn observe(State(metrics): State<Metrics>, request: Request<Body>, next: N
     if let Some(outcome) = outcome {
         metrics.add("armor_psk_requests_total", outcome.to_owned());
     }
-    if let Some(Identity::ApiKey { key, .. }) = identity {
-        metrics.add(
-            "armor_psk_body_forms_total",
-            key.body_form().as_str().to_owned(),
-        );
+    if let Some(form) = identity.and_then(psk_body_form) {
+        metrics.add("armor_psk_body_forms_total", form.to_owned());
     }
     metrics.add("armor_psk_responses_total", status.as_u16().to_string());
     tracing::info!(

@@ -82,8 +82,19 @@ pub(crate) fn read_secret(source: &SecretSource) -> Result<Zeroizing<String>, Fa
 
 pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
     let secret = read_secret(&args.secret)?;
-    let method = Method::from_bytes(args.method.to_ascii_uppercase().as_bytes())
-        .map_err(|_| Fatal(format!("{:?} is not an HTTP method", args.method)))?;
+    // Letters only: the method goes into --curl's command line unquoted.
+    let method = Some(args.method.to_ascii_uppercase())
+        .filter(|method| !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase()))
+        .and_then(|method| Method::from_bytes(method.as_bytes()).ok())
+        .ok_or_else(|| Fatal(format!("{:?} is not an HTTP method", args.method)))?;
+    // curl, and clients generally, percent-encode what is not ASCII, and the server checks
+    // the path as sent: a path signed as typed would not be the one that arrives.
+    if !args.url.is_ascii() {
+        return Err(Fatal(format!(
+            "{:?} is not ASCII: percent-encode it (é is %C3%A9), and sign that",
+            args.url
+        )));
+    }
     let uri: http::Uri = args
         .url
         .parse()
@@ -114,6 +125,12 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
         ]
     } else {
         let form: BodyForm = args.form.parse()?;
+        if form == BodyForm::Empty && !body.is_empty() {
+            eprintln!(
+                "warning: --form empty signs no body: a server refuses this request \
+                 (bad_signature) unless it accepts unsigned bodies"
+            );
+        }
         let signer = Signer::new(args.key_id, secret.as_str())?.body_form(form);
         let path = uri.path();
         let header = match &args.nonce {
@@ -135,9 +152,9 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
         return Ok(());
     }
     // --path-as-is: curl would otherwise resolve `.` and `..` segments, and send another path
-    // than the one signed.
+    // than the one signed; -g: it would expand `[1-3]` and `{a,b}` in the URL.
     let mut command = format!(
-        "curl -sS --path-as-is -X {method} {}",
+        "curl -sS -g --path-as-is -X {method} {}",
         shell_quote(&args.url)
     );
     for (name, value) in &headers {
@@ -218,6 +235,12 @@ pub(crate) fn hash_password() -> Result<(), Fatal> {
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
         return Err(Fatal("the password is empty".into()));
+    }
+    let max = armor_psk::session::MAX_PASSWORD_LEN;
+    if password.len() > max {
+        return Err(Fatal(format!(
+            "the password is over {max} bytes: a sign-in with it would be refused"
+        )));
     }
     println!("{}", armor_psk::session::hash_password(password)?);
     Ok(())
