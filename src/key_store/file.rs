@@ -389,10 +389,15 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 }
 
 fn redact_quoted(message: &str) -> String {
-    // serde quotes the offending value after "invalid type/value/length"; field names, which
-    // other messages quote, are kept.
-    if !message.starts_with("invalid ") {
+    // serde names the offending value after "invalid type/value/length" (an integer in
+    // backticks, a string in double quotes), before ", expected"; field names, which other
+    // messages quote, are kept.
+    let Some(rest) = message.strip_prefix("invalid ") else {
         return message.to_owned();
+    };
+    if let (Some((kind, _)), Some(expected)) = (rest.split_once(": "), message.rfind(", expected "))
+    {
+        return format!("invalid {kind}: …{}", &message[expected..]);
     }
     message
         .split('`')
@@ -516,12 +521,18 @@ mod tests {
                 "[[keys]]\nid = \"a\"\nsecret = 98765432123\n",
                 "invalid type",
             ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"s\"\ndisabled = \"hunter2-topsecret\"\n",
+                "invalid type: …, expected a boolean",
+            ),
         ];
         let mut file = tempfile::NamedTempFile::new().unwrap();
         for (text, expected) in cases {
             write(&mut file, text);
             let error = FileKeyStore::open(file.path()).unwrap_err().to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(!error.contains("98765432123"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
             assert!(
                 error.contains(&file.path().display().to_string()),
                 "{error}"

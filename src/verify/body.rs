@@ -3,7 +3,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -11,7 +11,8 @@ use http_body_util::BodyExt;
 use crate::rejection::Rejection;
 
 /// The request body the inner service receives: the bytes the verifier read and checked, in
-/// the chunks they arrived in, followed by the trailers if there were any.
+/// the chunks they arrived in (small ones, under 8 KiB, copied together), followed by the
+/// trailers if there were any.
 #[derive(Debug, Default)]
 pub struct VerifiedBody {
     chunks: VecDeque<Bytes>,
@@ -21,7 +22,7 @@ pub struct VerifiedBody {
 }
 
 impl VerifiedBody {
-    /// The body's chunks, as they arrived.
+    /// The body's chunks: as they arrived, but for small ones copied together.
     pub fn chunks(&mut self) -> &[Bytes] {
         self.chunks.make_contiguous()
     }
@@ -77,6 +78,13 @@ pub(crate) fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result
     Ok(())
 }
 
+/// Chunks under this many bytes are copied together rather than kept as they came: a body sent
+/// a byte at a chunk would otherwise hold a `Bytes` (32 bytes), and maybe a share of the
+/// connection's read buffer, for every byte (64 MiB for a 2 MiB body).
+const SMALL_CHUNK: usize = 8 * 1024;
+/// How many bytes of small chunks are copied together into one.
+const GATHERED_CHUNK: usize = 64 * 1024;
+
 /// Reads `body` to its end, refusing it as soon as it passes `limit` bytes.
 pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Result<VerifiedBody, Rejection>
 where
@@ -85,6 +93,12 @@ where
 {
     let mut body = std::pin::pin!(body);
     let mut buffered = VerifiedBody::default();
+    let mut gathered = BytesMut::new();
+    let flush = |gathered: &mut BytesMut, buffered: &mut VerifiedBody| {
+        if !gathered.is_empty() {
+            buffered.chunks.push_back(std::mem::take(gathered).freeze());
+        }
+    };
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
             tracing::debug!(%error, "request body could not be read");
@@ -98,8 +112,14 @@ where
                     return Err(Rejection::BodyTooLarge { limit });
                 }
                 buffered.remaining = total;
-                if length > 0 {
+                if length >= SMALL_CHUNK {
+                    flush(&mut gathered, &mut buffered);
                     buffered.chunks.push_back(data.copy_to_bytes(length));
+                } else {
+                    gathered.put(data);
+                    if gathered.len() >= GATHERED_CHUNK {
+                        flush(&mut gathered, &mut buffered);
+                    }
                 }
             }
             Err(frame) => {
@@ -112,6 +132,7 @@ where
             }
         }
     }
+    flush(&mut gathered, &mut buffered);
     Ok(buffered)
 }
 
@@ -137,6 +158,26 @@ mod tests {
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(collected.to_bytes(), "hello world");
+    }
+
+    #[tokio::test]
+    async fn small_chunks_are_gathered_in_order() {
+        let mut frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..100_000u32)
+            .map(|i| Ok(Frame::data(Bytes::from(vec![i as u8]))))
+            .collect();
+        frames.push(Ok(Frame::data(Bytes::from(vec![7u8; SMALL_CHUNK]))));
+        frames.push(Ok(Frame::data(Bytes::from_static(b"end"))));
+        let expected: Vec<u8> = (0..100_000u32)
+            .map(|i| i as u8)
+            .chain(std::iter::repeat(7).take(SMALL_CHUNK))
+            .chain(*b"end")
+            .collect();
+        let mut body = read_limited(StreamBody::new(futures_util::stream::iter(frames)), 1 << 20)
+            .await
+            .unwrap();
+        // 100,000 bytes in two gathered chunks, the large one as it came, then the tail.
+        assert_eq!(body.chunks().len(), 4);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), expected);
     }
 
     #[tokio::test]
