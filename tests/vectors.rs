@@ -5,6 +5,7 @@
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{BodyForm, Credential, HmacSha512, SigningString};
+use armor_psk::replay::MokaReplayStore;
 use armor_psk::{Signer, VerifiedKey, VerifyPskLayer};
 use axum::body::Body;
 use axum::Router;
@@ -117,7 +118,12 @@ fn app(case: &Case, now: i64) -> Router {
         .build();
     Router::new()
         .fallback(|key: VerifiedKey| async move { key.body_form().as_str().to_owned() })
-        .layer(VerifyPskLayer::new(keys).clock(ManualClock::new(now)))
+        // A store of its own: tests send the same vectors.
+        .layer(
+            VerifyPskLayer::new(keys)
+                .clock(ManualClock::new(now))
+                .replay_store(MokaReplayStore::builder().capacity(100).build()),
+        )
 }
 
 async fn send(case: &Case, authorization: &str) -> (StatusCode, String) {
