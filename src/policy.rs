@@ -258,17 +258,24 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
     path.split('/').map(percent_decode).collect()
 }
 
-/// The segments as sent, normalised as a backend that resolves paths would: empty and `.`
-/// segments dropped, `..` taking the segment before it away.
+/// The segments as sent, normalised as a backend that resolves paths would: `\` (sent as is
+/// or as `%5C`) taken for `/`, as IIS does in front of an ASP.NET API; empty and `.` segments
+/// dropped, `..` taking the segment before it away.
 fn normalised<'a>(as_sent: &[Cow<'a, str>]) -> Vec<Cow<'a, str>> {
     let mut segments = Vec::new();
+    let mut push = |segment: Cow<'a, str>| match segment.as_ref() {
+        "" | "." => {}
+        ".." => {
+            segments.pop();
+        }
+        _ => segments.push(segment),
+    };
     for segment in as_sent {
-        match segment.as_ref() {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            _ => segments.push(segment.clone()),
+        match segment {
+            Cow::Borrowed(text) => text.split('\\').for_each(|part| push(Cow::Borrowed(part))),
+            Cow::Owned(text) => text
+                .split('\\')
+                .for_each(|part| push(Cow::Owned(part.to_owned()))),
         }
     }
     segments
@@ -377,6 +384,10 @@ mod tests {
             ("GET", "/users/7/keys//", true),
             ("GET", "/users/7/%2e/keys", true),
             ("GET", "/users/7/keys/..", false),
+            // A Windows backend takes `\` for `/`.
+            ("GET", "/users\\7\\keys", true),
+            ("GET", "/users%5C7%5Ckeys", true),
+            ("GET", "/users/7\\x\\..\\keys", true),
             // A method is signed as sent; routers may match it without regard to case.
             ("put", "/users/12", true),
             ("Post", "/users/resetpassword", true),
