@@ -221,12 +221,8 @@ fn router(layer: VerifyPskLayer) -> Router {
     Router::new().route("/{*path}", any(echo)).layer(layer)
 }
 
-/// A store of each test's own: the process's default one would see another test's requests,
-/// signed at the same `NOW` with the same nonces, as replays.
 fn layer(key_store: impl KeyStore) -> VerifyPskLayer {
-    VerifyPskLayer::new(key_store)
-        .clock(ManualClock::new(NOW))
-        .replay_store(MokaReplayStore::builder().capacity(10_000).build())
+    VerifyPskLayer::new(key_store).clock(ManualClock::new(NOW))
 }
 
 async fn send(app: &Router, request: Request) -> (StatusCode, Value) {

@@ -335,36 +335,6 @@ async fn every_service_made_from_a_layer_and_its_clones_shares_the_default_repla
     expect_refusal(&second, signed_at(NOW, "shared"), 401, "replayed_nonce").await;
 }
 
-#[tokio::test]
-async fn layers_built_apart_share_the_default_replay_store() {
-    // A router's two parts, or a service made for each connection: a request accepted through
-    // one is a replay through any other.
-    let clock = ManualClock::new(NOW);
-    let first = router(layer(&clock));
-    let second = router(layer(&clock));
-    let (status, _, _) = send(&first, signed_at(NOW, "apart")).await;
-    assert_eq!(status, StatusCode::OK);
-    expect_refusal(&second, signed_at(NOW, "apart"), 401, "replayed_nonce").await;
-
-    // Verify::new for each connection, on the system clock.
-    let header = Signer::new(KEY_ID, SECRET)
-        .unwrap()
-        .authorization(&Method::GET, "/accounts/2", b"")
-        .unwrap();
-    let connection =
-        || armor_psk::VerifyPsk::new(Router::new().route("/{*path}", any(echo)), keys());
-    let response = connection()
-        .oneshot(with_header("/accounts/2", header.clone()))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let replayed = connection()
-        .oneshot(with_header("/accounts/2", header))
-        .await
-        .unwrap();
-    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED);
-}
-
 /// A store that answers only when awaited: it does not forward `lookup_now`/`record_now`, so
 /// the verifier takes its awaited path.
 struct Awaited<T>(T);

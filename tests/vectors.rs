@@ -5,7 +5,6 @@
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{BodyForm, Credential, HmacSha512, SigningString};
-use armor_psk::replay::MokaReplayStore;
 use armor_psk::{Signer, VerifiedKey, VerifyPskLayer};
 use axum::body::Body;
 use axum::Router;
@@ -118,12 +117,7 @@ fn app(case: &Case, now: i64) -> Router {
         .build();
     Router::new()
         .fallback(|key: VerifiedKey| async move { key.body_form().as_str().to_owned() })
-        // A store of its own: tests send the same vectors.
-        .layer(
-            VerifyPskLayer::new(keys)
-                .clock(ManualClock::new(now))
-                .replay_store(MokaReplayStore::builder().capacity(100).build()),
-        )
+        .layer(VerifyPskLayer::new(keys).clock(ManualClock::new(now)))
 }
 
 async fn send(case: &Case, authorization: &str) -> (StatusCode, String) {

@@ -67,25 +67,18 @@ pub(crate) struct Config<Sch> {
 /// The replay store a layer records into.
 #[derive(Clone)]
 pub(crate) enum ReplayStoreChoice {
-    /// [`DEFAULT_REPLAY_STORE`].
-    Default,
+    /// A [`MokaReplayStore`] with the default capacity, shared by the layer's clones and the
+    /// services made from them. Built with the first service rather than with the layer, so
+    /// that a layer then given another store does not size (about 30 ms) and drop a table it
+    /// never uses; and not on the first request, which would wait for it.
+    Default(Arc<OnceLock<MokaReplayStore>>),
     Given(Arc<dyn ReplayStore>),
 }
-
-/// The replay store of every layer not given one: one for the process, so that two layers built
-/// apart (a router's two parts, or a service made for each connection) cannot each accept one
-/// request once. A [`MokaReplayStore`] with the default capacity, built with the first service
-/// made from such a layer rather than with the layer, so that a layer then given another store
-/// does not size (about 30 ms) a table it never uses; and not on the first request, which would
-/// wait for it.
-static DEFAULT_REPLAY_STORE: OnceLock<MokaReplayStore> = OnceLock::new();
 
 impl ReplayStoreChoice {
     pub(crate) fn get(&self) -> &dyn ReplayStore {
         match self {
-            ReplayStoreChoice::Default => {
-                DEFAULT_REPLAY_STORE.get_or_init(MokaReplayStore::default)
-            }
+            ReplayStoreChoice::Default(store) => store.get_or_init(MokaReplayStore::default),
             ReplayStoreChoice::Given(store) => &**store,
         }
     }
@@ -147,7 +140,7 @@ impl<Sch: Clone> VerifyLayer<Sch> {
         VerifyLayer {
             config: Arc::new(Config {
                 scheme,
-                replay_store: ReplayStoreChoice::Default,
+                replay_store: ReplayStoreChoice::Default(Arc::default()),
                 body_limit: DEFAULT_BODY_LIMIT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 store_timeout: DEFAULT_STORE_TIMEOUT,
@@ -167,10 +160,10 @@ impl<Sch: Clone> VerifyLayer<Sch> {
         &self.config.scheme
     }
 
-    /// Where accepted requests are remembered, to refuse their replays. Defaults to one
-    /// [`MokaReplayStore`] for the process, with its default capacity, shared by every layer
-    /// not given a store, and built with the first service made from one (so that a process
-    /// whose layers are all given another store never builds it).
+    /// Where accepted requests are remembered, to refuse their replays. Defaults to a
+    /// [`MokaReplayStore`] with its default capacity, private to this layer and its clones,
+    /// built with the first service made from the layer (so a layer given another store never
+    /// builds it).
     ///
     /// [`MokaReplayStore`]: crate::replay::MokaReplayStore
     pub fn replay_store(self, store: impl ReplayStore) -> Self {
@@ -240,15 +233,15 @@ mod tests {
     use crate::key_store::MemoryKeyStore;
 
     #[test]
-    fn a_layer_records_into_the_default_store_unless_given_one() {
+    fn the_default_replay_store_is_built_with_the_first_service_only() {
         let keys = || MemoryKeyStore::builder().key("key-1", "secret").build();
         let layer = VerifyLayer::new(keys());
-        assert!(matches!(
-            layer.config.replay_store,
-            ReplayStoreChoice::Default
-        ));
+        let ReplayStoreChoice::Default(store) = &layer.config.replay_store else {
+            panic!("a new layer records into the default store");
+        };
+        assert!(store.get().is_none());
         let _service = layer.clone().body_limit(1024).layer(());
-        assert!(DEFAULT_REPLAY_STORE.get().is_some());
+        assert!(store.get().is_some());
 
         let given = VerifyLayer::new(keys()).replay_store(MokaReplayStore::builder().build());
         assert!(matches!(

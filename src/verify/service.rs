@@ -43,8 +43,10 @@ impl<S: Clone, Sch> Clone for Verify<S, Sch> {
 
 impl<S> Verify<S, ArmorPsk> {
     /// Wraps `inner` in the ARMOR-PSK verifier, with secrets from `key_store` and the default
-    /// settings (the process's default replay store among them, which it shares with every
-    /// other verifier not given a store).
+    /// settings, a replay store of its own among them: a `Verify` made apart from this one
+    /// (one per connection, say) does not see the requests this one accepted. Make one and
+    /// clone it, or build a [`VerifyPskLayer`](crate::VerifyPskLayer) once and give it one
+    /// store.
     pub fn new(inner: S, key_store: impl KeyStore) -> Self {
         Verify::from_config(inner, VerifyLayer::new(key_store).config)
     }
