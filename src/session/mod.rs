@@ -180,9 +180,10 @@ impl SessionsBuilder {
     /// failures in 900 seconds; at least 1 failure in 1 second is taken (0 or less would turn
     /// the throttle off).
     ///
-    /// The counts of the users' own usernames are kept exactly. Unknown usernames are counted
-    /// too (a 429 does not tell which usernames exist), in a cache of 100,000 that a flood of
-    /// made-up usernames can push them out of.
+    /// Every username, a user's or not, is counted alike (a 429 tells nothing of which
+    /// usernames exist), in a fixed table of 65,536 counts picked by a keyed hash: a flood of
+    /// made-up usernames resets no count, and two usernames that share a count are throttled
+    /// together (stricter, never looser).
     pub fn throttle(mut self, max_failures: u32, period_secs: i64) -> Self {
         self.max_failures = max_failures;
         self.throttle_period_secs = period_secs;

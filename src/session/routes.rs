@@ -218,17 +218,17 @@ async fn authorize(
         tracing::warn!("sign-in refused: too many sign-ins waiting for a password check");
         return Err(AuthEndpointError::TemporarilyUnavailable);
     };
+    let throttle = &sessions.inner.throttle;
+    let now = sessions.now();
+    // Usernames are logged escaped (`?`): one with a line break would forge a log line.
+    if let Err(retry_after_secs) = throttle.begin_attempt(&request.username, now) {
+        tracing::info!(username = ?request.username, "sign-in throttled");
+        return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
+    }
     let (user, stand_in) = {
         let users = sessions.users();
         (users.get(&request.username).cloned(), users.stand_in())
     };
-    let throttle = &sessions.inner.throttle;
-    let now = sessions.now();
-    // Usernames are logged escaped (`?`): one with a line break would forge a log line.
-    if let Err(retry_after_secs) = throttle.begin_attempt(&request.username, user.is_some(), now) {
-        tracing::info!(username = ?request.username, "sign-in throttled");
-        return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
-    }
     let verified = place.check(user.clone(), stand_in, request.password).await;
     let Some(user) = user.filter(|_| verified) else {
         tracing::info!(username = ?request.username, "sign-in refused");

@@ -1,13 +1,12 @@
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use moka::ops::compute::Op;
-use moka::sync::Cache;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -22,12 +21,12 @@ pub struct User {
     accounts: Vec<i64>,
 }
 
-/// A password hash that is not an argon2 PHC string any password could match: no salt or
-/// hash, costs argon2 refuses, or a hash over 64 bytes.
+/// A password hash that is not an argon2 PHC string any password could match: no salt (or one
+/// under argon2's 8 bytes), no hash, or costs argon2 refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "user {username:?}: the password hash is not an argon2 PHC string with a salt and a hash \
-     of 4 to 64 bytes, as `armor-psk hash-password` prints ($argon2id$v=19$m=...)"
+    "user {username:?}: the password hash is not an argon2 PHC string that a password could \
+     match, as `armor-psk hash-password` prints ($argon2id$v=19$m=...)"
 )]
 pub struct InvalidPasswordHash {
     username: String,
@@ -273,14 +272,15 @@ struct Argon2Check {
 }
 
 impl Argon2Check {
-    /// `None` when no password could match `hash`: not argon2, no salt or hash, costs argon2
-    /// refuses, or a hash outside argon2's 4 bytes to the 64 checked here.
+    /// `None` when no password could match `hash`: not argon2, no salt (or one argon2 refuses
+    /// as too short), no hash, or costs argon2 refuses. (The PHC parser takes hashes of 10 to 64
+    /// bytes only, which argon2 can all make.)
     fn of(hash: &PasswordHash<'_>) -> Option<Self> {
         let (salt, expected) = (hash.salt?, hash.hash?);
         let (algorithm, version, params) = argon2_of(hash)?;
         let mut salt_bytes = [0u8; 64];
         let salt_len = salt.decode_b64(&mut salt_bytes).ok()?.len();
-        (4..=64).contains(&expected.len()).then_some(())?;
+        (salt_len >= argon2::MIN_SALT_LEN).then_some(())?;
         Some(Argon2Check {
             argon2: Argon2::new(algorithm, version, params),
             salt: salt_bytes,
@@ -434,19 +434,25 @@ impl Place<'_> {
 /// Counts failed sign-ins per username; past the limit, refuses further tries until the period
 /// that started with the first failure is over.
 ///
-/// The counts of the configured usernames are kept exactly, and never pushed out: there are
-/// only so many of them. Those of unknown usernames (counted too, so that a 429 does not tell
-/// which usernames exist) go to a bounded cache, which a flood of made-up usernames can push
-/// them out of: that protects no account less.
+/// Every username, a user's or not, is counted the same way (so that a 429 tells nothing of
+/// which usernames exist), in a table of [`THROTTLE_COUNTS`] counts picked by a keyed hash of
+/// the username: however many usernames are tried, the table does not grow and no count is
+/// forgotten before its period ends (a cache that evicts would let a flood of made-up usernames
+/// reset a real one's). Two usernames may share a count, and are then throttled together:
+/// stricter, never looser.
 #[derive(Clone)]
 pub(crate) struct Throttle {
-    known: Arc<Mutex<HashMap<String, Tries>>>,
-    unknown: Cache<String, Tries>,
+    counts: Arc<Mutex<Box<[Tries]>>>,
+    hashing: RandomState,
     max_failures: u32,
     period_secs: i64,
 }
 
-/// A username's tries in the current period, and the period's last second.
+/// How many counts the throttle keeps: 16 bytes each, 1 MiB in all. A flood would have to
+/// make about a million counted tries within a period to throttle most usernames.
+pub(crate) const THROTTLE_COUNTS: usize = 1 << 16;
+
+/// The tries in the current period, and the period's last second.
 #[derive(Clone, Copy)]
 struct Tries {
     count: u32,
@@ -456,57 +462,48 @@ struct Tries {
 impl Throttle {
     /// At least one try in a period of at least a second.
     pub(crate) fn new(max_failures: u32, period_secs: i64) -> Self {
-        let period_secs = period_secs.max(1);
+        let unused = Tries {
+            count: 0,
+            until: i64::MIN,
+        };
         Throttle {
-            known: Arc::default(),
-            unknown: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(
-                    period_secs.unsigned_abs() + 1,
-                ))
-                .build(),
+            counts: Arc::new(Mutex::new(vec![unused; THROTTLE_COUNTS].into_boxed_slice())),
+            hashing: RandomState::new(),
             max_failures: max_failures.max(1),
-            period_secs,
+            period_secs: period_secs.max(1),
         }
     }
 
-    /// Counts one more try for `username` (one of the configured users when `known`) before
-    /// its password is checked, so that concurrent guesses cannot all pass a check made before
-    /// any of them failed; a success clears the count. `Err(seconds to wait)` when the tries of
-    /// this period are used up.
-    pub(crate) fn begin_attempt(&self, username: &str, known: bool, now: i64) -> Result<(), i64> {
-        let username = username.to_ascii_lowercase();
-        if known {
-            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-            // Gone past periods go with the next count that finds the map grown: a reload can
-            // drop users, whose counts would otherwise stay.
-            if known.len() >= known.capacity() {
-                known.retain(|_, tries| tries.until >= now);
-            }
-            let tries = known.get(&username).copied();
-            let (next, wait) = self.count(tries, now);
-            known.insert(username, next);
-            return wait.map_or(Ok(()), Err);
-        }
-        let mut wait = None;
-        self.unknown.entry(username).and_compute_with(|current| {
-            let (next, refused) = self.count(current.map(|entry| entry.into_value()), now);
-            wait = refused;
-            match refused {
-                Some(_) => Op::Nop,
-                None => Op::Put(next),
-            }
-        });
+    /// Counts one more try for `username` before its password is checked, so that concurrent
+    /// guesses cannot all pass a check made before any of them failed; a success clears the
+    /// count. `Err(seconds to wait)` when the tries of this period are used up.
+    pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<(), i64> {
+        let at = self.count_of(username);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let (next, wait) = self.count(counts[at], now);
+        counts[at] = next;
         wait.map_or(Ok(()), Err)
     }
 
+    pub(crate) fn clear(&self, username: &str) {
+        let at = self.count_of(username);
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts[at].until = i64::MIN;
+    }
+
+    /// Where `username`'s count is, whatever its case.
+    fn count_of(&self, username: &str) -> usize {
+        let hash = self.hashing.hash_one(username.to_ascii_lowercase());
+        (hash % THROTTLE_COUNTS as u64) as usize
+    }
+
     /// The tries after one more at `now`, and the seconds to wait when it is refused.
-    fn count(&self, tries: Option<Tries>, now: i64) -> (Tries, Option<i64>) {
+    fn count(&self, tries: Tries, now: i64) -> (Tries, Option<i64>) {
         match tries {
-            Some(tries) if tries.until >= now && tries.count >= self.max_failures => {
+            tries if tries.until >= now && tries.count >= self.max_failures => {
                 (tries, Some(tries.until - now + 1))
             }
-            Some(tries) if tries.until >= now => (
+            tries if tries.until >= now => (
                 Tries {
                     count: tries.count + 1,
                     ..tries
@@ -521,15 +518,6 @@ impl Throttle {
                 None,
             ),
         }
-    }
-
-    pub(crate) fn clear(&self, username: &str) {
-        let username = username.to_ascii_lowercase();
-        self.known
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&username);
-        self.unknown.invalidate(&username);
     }
 }
 
@@ -721,8 +709,8 @@ mod tests {
             format!("$argon2id$v=19$m=19456,t=2,p=1${salt}"),
             good.replacen("$argon2id$", "$argon2x$", 1),
             good.replacen("t=2", "t=0", 1),
-            format!("{head}${}", "A".repeat(88)),
-            format!("{head}$AAA"),
+            // A salt of 6 bytes: argon2 takes 8 or more.
+            good.replacen(salt, "AAAAAAAA", 1),
         ] {
             assert!(User::new("u", hash.as_str(), vec![]).is_err(), "{hash}");
         }
@@ -730,31 +718,34 @@ mod tests {
 
     #[test]
     fn throttles_after_the_limit_until_the_period_ends() {
-        for known in [true, false] {
-            let throttle = Throttle::new(3, 900);
-            for _ in 0..3 {
-                assert_eq!(throttle.begin_attempt("Ann", known, 1_000), Ok(()));
-            }
-            assert_eq!(throttle.begin_attempt("ann", known, 1_000), Err(901));
-            assert_eq!(throttle.begin_attempt("ann", known, 1_500), Err(401));
-            assert_eq!(throttle.begin_attempt("ann", known, 1_901), Ok(()));
-            throttle.clear("ann");
-            assert_eq!(throttle.begin_attempt("ann", known, 1_901), Ok(()));
+        let throttle = Throttle::new(3, 900);
+        for _ in 0..3 {
+            assert_eq!(throttle.begin_attempt("Ann", 1_000), Ok(()));
         }
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Err(901));
+        assert_eq!(throttle.begin_attempt("ann", 1_500), Err(401));
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
+        throttle.clear("ann");
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
     }
 
     #[test]
-    fn a_flood_of_unknown_usernames_does_not_reset_a_known_ones_count() {
+    fn a_flood_of_usernames_resets_no_count() {
+        // Known or not, a username's count holds however many others are tried (a bounded
+        // cache let a flood push counts out: more guesses for a real username, and a test
+        // for which usernames are real, whose counts a flood could not push out).
         let throttle = Throttle::new(3, 900);
-        for _ in 0..3 {
-            assert_eq!(throttle.begin_attempt("ann", true, 1_000), Ok(()));
+        for name in ["ann", "no-such-user"] {
+            for _ in 0..3 {
+                assert_eq!(throttle.begin_attempt(name, 1_000), Ok(()));
+            }
         }
-        // Far past the unknown usernames' cache: it pushes some of them out, not Ann.
         for name in 0..150_000 {
-            let _ = throttle.begin_attempt(&format!("junk{name}"), false, 1_000);
+            let _ = throttle.begin_attempt(&format!("junk{name}"), 1_000);
         }
-        throttle.unknown.run_pending_tasks();
-        assert_eq!(throttle.begin_attempt("ann", true, 1_001), Err(900));
+        for name in ["ann", "no-such-user"] {
+            assert_eq!(throttle.begin_attempt(name, 1_001), Err(900), "{name}");
+        }
     }
 
     #[test]
@@ -762,9 +753,9 @@ mod tests {
         // A period of 0 (or less) would restart the count at every try; a limit of 0 still
         // let one try through.
         let throttle = Throttle::new(0, 0);
-        assert_eq!(throttle.begin_attempt("ann", true, 1_000), Ok(()));
-        assert_eq!(throttle.begin_attempt("ann", true, 1_000), Err(2));
-        assert_eq!(throttle.begin_attempt("ann", true, 1_001), Err(1));
-        assert_eq!(throttle.begin_attempt("ann", true, 1_002), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Err(2));
+        assert_eq!(throttle.begin_attempt("ann", 1_001), Err(1));
+        assert_eq!(throttle.begin_attempt("ann", 1_002), Ok(()));
     }
 }
