@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -78,10 +79,33 @@ pub(crate) enum ReplayStoreChoice {
 impl ReplayStoreChoice {
     pub(crate) fn get(&self) -> &dyn ReplayStore {
         match self {
-            ReplayStoreChoice::Default(store) => store.get_or_init(MokaReplayStore::default),
+            ReplayStoreChoice::Default(store) => store.get_or_init(build_default_store),
             ReplayStoreChoice::Given(store) => &**store,
         }
     }
+}
+
+/// How many default replay stores this process has built.
+static DEFAULT_STORES_BUILT: AtomicUsize = AtomicUsize::new(0);
+
+/// A layer's default store. The second one in a process is logged: layers built apart (a
+/// router's two parts, or a `VerifyPsk::new` for each connection) refuse only the replays
+/// their own store saw, which is seldom what was meant.
+fn build_default_store() -> MokaReplayStore {
+    if DEFAULT_STORES_BUILT.fetch_add(1, Ordering::Relaxed) == 1 {
+        second_default_store();
+    }
+    MokaReplayStore::default()
+}
+
+#[cold]
+#[inline(never)]
+fn second_default_store() {
+    tracing::warn!(
+        "a second default replay store was built: layers built apart accept a request once \
+         each, as each refuses only the replays its own store saw; build one layer and clone \
+         it, or give every layer the same store with .replay_store(store.clone())"
+    );
 }
 
 impl VerifyLayer<ArmorPsk> {
