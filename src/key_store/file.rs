@@ -336,12 +336,10 @@ fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
         let schemes = entry
             .schemes
             .unwrap_or_else(|| vec![DEFAULT_SCHEME.to_owned()]);
-        if let Some(unknown) = schemes
-            .iter()
-            .find(|s| !KNOWN_SCHEMES.contains(&s.as_str()))
-        {
+        // Not quoted: a value in the wrong place may be a secret.
+        if schemes.iter().any(|s| !KNOWN_SCHEMES.contains(&s.as_str())) {
             return Err(invalid(&format!(
-                "unknown scheme {unknown:?} (expected one of {KNOWN_SCHEMES:?})"
+                "a scheme is not one of {KNOWN_SCHEMES:?}"
             )));
         }
         let record = KeyRecord {
@@ -477,7 +475,7 @@ mod tests {
             .reload()
             .unwrap_err()
             .to_string()
-            .contains("unknown scheme"));
+            .contains("a scheme is not one of"));
     }
 
     #[tokio::test]
@@ -524,6 +522,10 @@ mod tests {
             (
                 "[[keys]]\nid = \"a\"\nsecret = \"s\"\ndisabled = \"hunter2-topsecret\"\n",
                 "invalid type: …, expected a boolean",
+            ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"s\"\nschemes = [\"hunter2-secret\"]\n",
+                "a scheme is not one of",
             ),
         ];
         let mut file = tempfile::NamedTempFile::new().unwrap();

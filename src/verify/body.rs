@@ -94,9 +94,11 @@ where
     let mut body = std::pin::pin!(body);
     let mut buffered = VerifiedBody::default();
     let mut gathered = BytesMut::new();
+    // Copied out at their size: the buffer, grown by doubling, may be nearly twice as large.
     let flush = |gathered: &mut BytesMut, buffered: &mut VerifiedBody| {
         if !gathered.is_empty() {
-            buffered.chunks.push_back(std::mem::take(gathered).freeze());
+            buffered.chunks.push_back(Bytes::copy_from_slice(gathered));
+            gathered.clear();
         }
     };
     while let Some(frame) = body.frame().await {

@@ -43,5 +43,6 @@ pub use layer::{
 };
 pub use scheme::{OneOf, OneOfClaim, Scheme};
 #[cfg(feature = "session")]
-pub(crate) use service::{hide_credentials, read_body};
+pub(crate) use service::hide_credentials;
+pub use service::read_body;
 pub use service::{Verify, VerifyPsk};

@@ -282,8 +282,21 @@ where
 }
 
 /// A request's body as the verifier reads it: refused at once when its `Content-Length` passes
-/// `limit`, else read to its end under `limit` and within `timeout`.
-pub(crate) async fn read_body<B>(
+/// `limit` (413 `body_too_large`), else read to its end under `limit` and within `timeout`
+/// (408 `body_timeout`; 400 `body_read_failed` for a body that breaks off), its small chunks
+/// copied together. For a route the verifier does not read the body of (a signed-in user's).
+///
+/// ```
+/// use armor_psk::verify::{read_body, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT};
+/// use armor_psk::Rejection;
+///
+/// async fn body_length(request: http::Request<axum::body::Body>) -> Result<u64, Rejection> {
+///     let (parts, body) = request.into_parts();
+///     let body = read_body(&parts.headers, body, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT).await?;
+///     Ok(body.len())
+/// }
+/// ```
+pub async fn read_body<B>(
     headers: &HeaderMap,
     body: B,
     limit: usize,

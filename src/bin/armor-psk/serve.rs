@@ -10,11 +10,11 @@ use armor_psk::date_hmac::DateHmac;
 use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
 use armor_psk::psk::{ArmorPsk, Credential};
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
-use armor_psk::verify::{OneOf, VerifyLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT};
+use armor_psk::verify::{read_body, OneOf, VerifyLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT};
 use armor_psk::{Rejection, Signer};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -306,25 +306,12 @@ async fn echo(
     identity: Identity,
     method: Method,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, Rejection> {
-    // A key's body was read by the verifier; a signed-in user's is read here, under the
-    // verifier's default limit and timeout and with its answers.
-    let read = axum::body::to_bytes(body, DEFAULT_BODY_LIMIT);
-    let body = tokio::time::timeout(DEFAULT_BODY_TIMEOUT, read)
-        .await
-        .map_err(|_| Rejection::BodyTimeout {
-            timeout_secs: DEFAULT_BODY_TIMEOUT.as_secs(),
-        })?
-        .map_err(|error| {
-            let source = std::error::Error::source(&error);
-            match source.is_some_and(|source| source.is::<http_body_util::LengthLimitError>()) {
-                true => Rejection::BodyTooLarge {
-                    limit: DEFAULT_BODY_LIMIT,
-                },
-                false => Rejection::BodyReadFailed,
-            }
-        })?;
+    // A key's body was read by the verifier; a signed-in user's is read here, as the verifier
+    // would.
+    let body = read_body(&headers, body, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT).await?;
     Ok(Json(json!({
         "identity": identity_json(&identity),
         "method": method.as_str(),
