@@ -234,7 +234,7 @@ async fn authorize(
         tracing::info!(username = ?request.username, "sign-in refused");
         return Err(AuthEndpointError::InvalidCredentials);
     };
-    throttle.clear(&request.username);
+    throttle.succeeded(&request.username);
     // URL-safe: a client that puts the code in a form without encoding it (`curl -d
     // "code=…"`) would send a `+` as a space.
     let code = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());

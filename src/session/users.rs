@@ -305,8 +305,8 @@ impl Argon2Check {
 const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 4;
 
 /// Password checks, one at a time per core (at most [`MAX_CONCURRENT_PASSWORD_CHECKS`]): each
-/// holds argon2's working memory (19 MiB at `hash-password`'s cost), and the attempts of unknown
-/// usernames are not throttled. Each turn reuses the memory of an earlier one. At most
+/// holds argon2's working memory (19 MiB at `hash-password`'s cost), and tries spread over many
+/// usernames are not slowed by the per-username throttle. Each turn reuses the memory of an earlier one. At most
 /// `max_waiting` sign-ins wait for a turn: past them, [`enter`](Self::enter) refuses at once.
 pub(crate) struct PasswordChecks {
     turns: Arc<Semaphore>,
@@ -438,8 +438,8 @@ impl Place<'_> {
 /// which usernames exist), in a table of [`THROTTLE_COUNTS`] counts picked by a keyed hash of
 /// the username: however many usernames are tried, the table does not grow and no count is
 /// forgotten before its period ends (a cache that evicts would let a flood of made-up usernames
-/// reset a real one's). Two usernames may share a count, and are then throttled together:
-/// stricter, never looser.
+/// reset a real one's). Two usernames may share a count, and are then throttled together; a
+/// success takes back only its own try, so sharing is never looser.
 #[derive(Clone)]
 pub(crate) struct Throttle {
     counts: Arc<Mutex<Box<[Tries]>>>,
@@ -448,8 +448,9 @@ pub(crate) struct Throttle {
     period_secs: i64,
 }
 
-/// How many counts the throttle keeps: 16 bytes each, 1 MiB in all. A flood would have to
-/// make about a million counted tries within a period to throttle most usernames.
+/// How many counts the throttle keeps: 16 bytes each, 1 MiB in all. Spread evenly, about
+/// 300,000 counted tries within a period (fewer with a lower limit) fill half the counts to the
+/// default limit of 5: a flood can throttle usernames it does not know.
 pub(crate) const THROTTLE_COUNTS: usize = 1 << 16;
 
 /// The tries in the current period, and the period's last second.
@@ -475,8 +476,9 @@ impl Throttle {
     }
 
     /// Counts one more try for `username` before its password is checked, so that concurrent
-    /// guesses cannot all pass a check made before any of them failed; a success clears the
-    /// count. `Err(seconds to wait)` when the tries of this period are used up.
+    /// guesses cannot all pass a check made before any of them failed; a success takes its try
+    /// back ([`succeeded`](Self::succeeded)). `Err(seconds to wait)` when the tries of this
+    /// period are used up.
     pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<(), i64> {
         let at = self.count_of(username);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -485,10 +487,13 @@ impl Throttle {
         wait.map_or(Ok(()), Err)
     }
 
-    pub(crate) fn clear(&self, username: &str) {
+    /// A sign-in of `username` succeeded: its own try is taken back, and the failures before
+    /// it still count. (Clearing the count would clear it for every username that shares it:
+    /// one user signing in often would give a guesser at another fresh tries.)
+    pub(crate) fn succeeded(&self, username: &str) {
         let at = self.count_of(username);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts[at].until = i64::MIN;
+        counts[at].count = counts[at].count.saturating_sub(1);
     }
 
     /// Where `username`'s count is, whatever its case.
@@ -725,8 +730,18 @@ mod tests {
         assert_eq!(throttle.begin_attempt("ann", 1_000), Err(901));
         assert_eq!(throttle.begin_attempt("ann", 1_500), Err(401));
         assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
-        throttle.clear("ann");
-        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
+    }
+
+    #[test]
+    fn a_success_takes_back_its_own_try_only() {
+        let throttle = Throttle::new(3, 900);
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(()));
+        throttle.succeeded("ann");
+        // One failure counted, and the success's try taken back: two more, then 429.
+        assert_eq!(throttle.begin_attempt("ann", 1_001), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_001), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_001), Err(900));
     }
 
     #[test]
@@ -735,7 +750,12 @@ mod tests {
         // cache let a flood push counts out: more guesses for a real username, and a test
         // for which usernames are real, whose counts a flood could not push out).
         let throttle = Throttle::new(3, 900);
-        for name in ["ann", "no-such-user"] {
+        // Two names of two counts (any two share one in 65,536 runs otherwise).
+        let other = (0..)
+            .map(|n| format!("no-such-user-{n}"))
+            .find(|name| throttle.count_of(name) != throttle.count_of("ann"))
+            .unwrap();
+        for name in ["ann", other.as_str()] {
             for _ in 0..3 {
                 assert_eq!(throttle.begin_attempt(name, 1_000), Ok(()));
             }
@@ -743,7 +763,7 @@ mod tests {
         for name in 0..150_000 {
             let _ = throttle.begin_attempt(&format!("junk{name}"), 1_000);
         }
-        for name in ["ann", "no-such-user"] {
+        for name in ["ann", other.as_str()] {
             assert_eq!(throttle.begin_attempt(name, 1_001), Err(900), "{name}");
         }
     }
