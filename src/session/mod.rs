@@ -175,18 +175,19 @@ impl SessionsBuilder {
         self
     }
 
-    /// After `max_failures` failed sign-ins for one username within `period_secs` of the first,
-    /// `/auth/authorize` answers 429 for that username until the period ends. Defaults to 5
+    /// After `max_failures` failed sign-ins for one username in the `period_secs` from its
+    /// first attempt, `/auth/authorize` answers 429 for that username until the period ends. Defaults to 5
     /// failures in 900 seconds; at least 1 failure in 1 second is taken (0 or less would turn
     /// the throttle off).
     ///
-    /// A success takes back its own attempt; the failures before it still count. Every
+    /// A success takes back its own attempt (in the period it was counted in); the failures
+    /// before it still count. Every
     /// username, a user's or not, is counted alike (a 429 tells nothing of which usernames
     /// exist), in a fixed table of 65,536 counts picked by a keyed hash: a flood of made-up
     /// usernames resets no count, and two usernames that share a count are throttled together.
-    /// So a flood can throttle usernames it never named (about 300,000 counted attempts in a
-    /// period fill half the table at the default limit): put a per-address rate limit in front
-    /// of `/auth`.
+    /// So a flood can throttle usernames it never named (about 300,000 attempts at random
+    /// usernames in a period fill half the table at the default limit): put a per-address rate
+    /// limit in front of `/auth`.
     pub fn throttle(mut self, max_failures: u32, period_secs: i64) -> Self {
         self.max_failures = max_failures;
         self.throttle_period_secs = period_secs;

@@ -431,8 +431,8 @@ impl Place<'_> {
     }
 }
 
-/// Counts failed sign-ins per username; past the limit, refuses further tries until the period
-/// that started with the first failure is over.
+/// Counts sign-in tries per username (a success takes its own back); past the limit, refuses
+/// further tries until the period that started with the first try is over.
 ///
 /// Every username, a user's or not, is counted the same way (so that a 429 tells nothing of
 /// which usernames exist), in a table of [`THROTTLE_COUNTS`] counts picked by a keyed hash of
@@ -448,8 +448,8 @@ pub(crate) struct Throttle {
     period_secs: i64,
 }
 
-/// How many counts the throttle keeps: 16 bytes each, 1 MiB in all. Spread evenly, about
-/// 300,000 counted tries within a period (fewer with a lower limit) fill half the counts to the
+/// How many counts the throttle keeps: 16 bytes each, 1 MiB in all. About 300,000 tries at
+/// random usernames within a period (fewer with a lower limit) fill half the counts to the
 /// default limit of 5: a flood can throttle usernames it does not know.
 pub(crate) const THROTTLE_COUNTS: usize = 1 << 16;
 
@@ -477,23 +477,28 @@ impl Throttle {
 
     /// Counts one more try for `username` before its password is checked, so that concurrent
     /// guesses cannot all pass a check made before any of them failed; a success takes its try
-    /// back ([`succeeded`](Self::succeeded)). `Err(seconds to wait)` when the tries of this
-    /// period are used up.
-    pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<(), i64> {
+    /// back ([`succeeded`](Self::succeeded)). The period the try was counted in (its last
+    /// second), or `Err(seconds to wait)` when the tries of this period are used up.
+    pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<i64, i64> {
         let at = self.count_of(username);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let (next, wait) = self.count(counts[at], now);
         counts[at] = next;
-        wait.map_or(Ok(()), Err)
+        wait.map_or(Ok(next.until), Err)
     }
 
-    /// A sign-in of `username` succeeded: its own try is taken back, and the failures before
-    /// it still count. (Clearing the count would clear it for every username that shares it:
-    /// one user signing in often would give a guesser at another fresh tries.)
-    pub(crate) fn succeeded(&self, username: &str) {
+    /// A sign-in of `username`, counted in the period ending at `period`, succeeded: its own
+    /// try is taken back, and the failures before it still count. Nothing is taken back once
+    /// another period has begun: that count is of other tries. (Clearing the count would
+    /// clear it for every username that shares it: one user signing in often would give a
+    /// guesser at another fresh tries.)
+    pub(crate) fn succeeded(&self, username: &str, period: i64) {
         let at = self.count_of(username);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts[at].count = counts[at].count.saturating_sub(1);
+        let tries = &mut counts[at];
+        if tries.until == period {
+            tries.count = tries.count.saturating_sub(1);
+        }
     }
 
     /// Where `username`'s count is, whatever its case.
@@ -725,23 +730,35 @@ mod tests {
     fn throttles_after_the_limit_until_the_period_ends() {
         let throttle = Throttle::new(3, 900);
         for _ in 0..3 {
-            assert_eq!(throttle.begin_attempt("Ann", 1_000), Ok(()));
+            assert_eq!(throttle.begin_attempt("Ann", 1_000), Ok(1_900));
         }
         assert_eq!(throttle.begin_attempt("ann", 1_000), Err(901));
         assert_eq!(throttle.begin_attempt("ann", 1_500), Err(401));
-        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(2_801));
     }
 
     #[test]
     fn a_success_takes_back_its_own_try_only() {
         let throttle = Throttle::new(3, 900);
-        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(()));
-        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(()));
-        throttle.succeeded("ann");
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(1_900));
+        let period = throttle.begin_attempt("ann", 1_000).unwrap();
+        throttle.succeeded("ann", period);
         // One failure counted, and the success's try taken back: two more, then 429.
-        assert_eq!(throttle.begin_attempt("ann", 1_001), Ok(()));
-        assert_eq!(throttle.begin_attempt("ann", 1_001), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_001), Ok(1_900));
+        assert_eq!(throttle.begin_attempt("ann", 1_001), Ok(1_900));
         assert_eq!(throttle.begin_attempt("ann", 1_001), Err(900));
+    }
+
+    #[test]
+    fn a_success_takes_nothing_back_from_a_later_period() {
+        let throttle = Throttle::new(3, 900);
+        let period = throttle.begin_attempt("ann", 1_000).unwrap();
+        // The check took the period's end: a guess opens the next period meanwhile.
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(2_801));
+        throttle.succeeded("ann", period);
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(2_801));
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(2_801));
+        assert_eq!(throttle.begin_attempt("ann", 1_901), Err(901));
     }
 
     #[test]
@@ -757,7 +774,7 @@ mod tests {
             .unwrap();
         for name in ["ann", other.as_str()] {
             for _ in 0..3 {
-                assert_eq!(throttle.begin_attempt(name, 1_000), Ok(()));
+                assert_eq!(throttle.begin_attempt(name, 1_000), Ok(1_900));
             }
         }
         for name in 0..150_000 {
@@ -773,9 +790,9 @@ mod tests {
         // A period of 0 (or less) would restart the count at every try; a limit of 0 still
         // let one try through.
         let throttle = Throttle::new(0, 0);
-        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(1_001));
         assert_eq!(throttle.begin_attempt("ann", 1_000), Err(2));
         assert_eq!(throttle.begin_attempt("ann", 1_001), Err(1));
-        assert_eq!(throttle.begin_attempt("ann", 1_002), Ok(()));
+        assert_eq!(throttle.begin_attempt("ann", 1_002), Ok(1_003));
     }
 }
