@@ -313,7 +313,9 @@ where
         .await
         .map_err(|_| Rejection::BodyTimeout {
             // Rounded up: a 300 ms timeout is not "0 seconds".
-            timeout_secs: timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0),
+            timeout_secs: timeout
+                .as_secs()
+                .saturating_add(u64::from(timeout.subsec_nanos() > 0)),
         })?
 }
 
