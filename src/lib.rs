@@ -71,6 +71,7 @@
 
 pub mod clock;
 pub mod date_hmac;
+mod hashing;
 pub mod key_store;
 #[cfg(feature = "session")]
 pub mod policy;

@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::Deserialize;
 
 use super::Secret;
+use crate::hashing::KeyHashing;
 use crate::psk::MAX_KEY_ID_LEN;
 
 /// Keys read from a TOML file, swapped atomically by [`FileKeyStore::reload`].
@@ -47,7 +48,7 @@ pub struct FileKeyStore {
     keys: Arc<RwLock<Arc<KeySet>>>,
 }
 
-type KeySet = HashMap<String, KeyRecord>;
+type KeySet = HashMap<String, KeyRecord, KeyHashing>;
 
 struct KeyRecord {
     secret: Secret,
@@ -308,7 +309,7 @@ where
 
 fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
     let file: KeysFile = parse(path, text)?;
-    let mut keys = KeySet::with_capacity(file.keys.len());
+    let mut keys = KeySet::with_capacity_and_hasher(file.keys.len(), KeyHashing::new());
     let mut seen = std::collections::HashSet::new();
     for (position, entry) in file.keys.into_iter().enumerate() {
         let invalid = |message: &str| FileKeyStoreError::InvalidKey {

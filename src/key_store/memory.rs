@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use super::Secret;
+use crate::hashing::KeyHashing;
 
 /// A fixed set of keys held in memory.
 ///
@@ -18,7 +19,7 @@ use super::Secret;
 /// ```
 #[derive(Clone, Default)]
 pub struct MemoryKeyStore {
-    keys: HashMap<String, Secret>,
+    keys: HashMap<String, Secret, KeyHashing>,
 }
 
 impl MemoryKeyStore {

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::key_store::{KeyStore, Secret};
 use crate::rejection::Rejection;
-use crate::replay::ReplayRecord;
+use crate::replay::{nonce_key, ReplayRecord};
 use crate::verify::{KeyAndNonce, Scheme, VerifiedBody, VerifiedKey};
 
 /// The default allowed distance between a request's timestamp and the server's clock.
@@ -114,6 +114,9 @@ pub struct PskClaim {
     ids: KeyAndNonce,
     timestamp: i64,
     mac: [u8; MAC_LEN],
+    /// Rule 2's replay key, when the rule is on: hashed here once, for the store's hint and
+    /// for the record.
+    nonce_key: Option<u128>,
 }
 
 impl fmt::Debug for PskClaim {
@@ -151,10 +154,12 @@ impl Scheme for ArmorPsk {
         let credential =
             Credential::parse_bytes(value.as_bytes()).map_err(Rejection::MalformedCredentials)?;
         self.check_window(credential.timestamp(), now)?;
+        let (key_id, nonce) = (credential.key_id(), credential.nonce());
         Ok(PskClaim {
-            ids: KeyAndNonce::new(credential.key_id(), credential.nonce()),
+            ids: KeyAndNonce::new(key_id, nonce),
             timestamp: credential.timestamp(),
             mac: *credential.mac(),
+            nonce_key: self.unique_nonce.then(|| nonce_key(key_id, nonce)),
         })
     }
 
@@ -210,9 +215,11 @@ impl Scheme for ArmorPsk {
             &claim.mac,
             expires_at,
             now,
-        )
-        .unique_nonce(self.unique_nonce);
-        Ok(Some(record))
+        );
+        Ok(Some(match claim.nonce_key {
+            Some(key) => record.with_nonce_key(key),
+            None => record.unique_nonce(false),
+        }))
     }
 
     fn identity(&self, claim: PskClaim, form: BodyForm) -> VerifiedKey {

@@ -1,8 +1,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded, Rule, StoreFull};
+use super::keys::{self, Insert, KeyTable, Padded, Rule, StoreFull};
 use super::{Recorded, ReplayRecord};
+use crate::hashing::KeyHashing;
 
 /// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
 ///
@@ -82,7 +83,6 @@ struct Inner {
     /// itself again for every refused request within one second.
     swept_all_at: AtomicU64,
     hashing: KeyHashing,
-    nonce_keys: NonceKeys,
     /// Every shard's table, one after the other in one allocation (so that the kernel can back
     /// it with huge pages: a random bucket of a 30 MB table is then seldom a TLB miss too).
     /// Shard `i` owns `buckets[i * buckets_per_table..][..buckets_per_table]`, and reads or
@@ -657,14 +657,10 @@ impl KeyTable for CompactReplayStore {
 
     /// Each key's shard lock and first table line.
     fn prefetch(&self, request: &ReplayRecord<'_>) {
-        let (mac, nonce) = keys::request_keys(self, request);
+        let (mac, nonce) = keys::request_keys(request);
         for key in std::iter::once(mac).chain(nonce).map(Key::from) {
             self.lines_of(key).into_iter().for_each(keys::prefetch_line);
         }
-    }
-
-    fn nonce_keys(&self) -> &NonceKeys {
-        &self.inner.nonce_keys
     }
 
     fn capacity(&self) -> u64 {
@@ -726,7 +722,6 @@ impl CompactReplayStoreBuilder {
                 capacity: self.capacity,
                 swept_all_at: AtomicU64::new(NEVER),
                 hashing: KeyHashing::new(),
-                nonce_keys: NonceKeys::new(),
             }),
         }
     }

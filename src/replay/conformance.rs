@@ -116,6 +116,26 @@ pub(super) async fn a_prefetched_request_is_not_recorded<S: TestStore>() {
     assert_eq!(store.live_entries(), 2);
 }
 
+/// Rule 2's key hashed by the verifier beforehand is the one the store would hash, and is
+/// hashed again when a field it came from is changed after.
+pub(super) async fn a_nonce_hashed_beforehand_meets_its_own_hash<S: TestStore>() {
+    let store = S::default();
+    let (a, b, c) = ([5u8; 64], [6u8; 64], [8u8; 64]);
+    let hashed = |mac| record(mac, "n1").with_nonce_key(super::nonce_key("key", "n1"));
+    assert_eq!(fresh(&store, &hashed(&a)).await, Recorded::Fresh);
+    assert_eq!(
+        fresh(&store, &record(&b, "n1")).await,
+        Recorded::ReplayedNonce
+    );
+    let mut changed = hashed(&c);
+    changed.nonce = "n2";
+    assert_eq!(fresh(&store, &changed).await, Recorded::Fresh);
+    assert_eq!(
+        fresh(&store, &record(&b, "n2")).await,
+        Recorded::ReplayedNonce
+    );
+}
+
 /// 32 copies of one request, and 32 requests sharing one nonce, on two worker threads.
 pub(super) async fn concurrent_copies_are_accepted_once<S: TestStore>() {
     let store = S::default();
@@ -172,6 +192,11 @@ macro_rules! suite {
             #[tokio::test]
             async fn a_prefetched_request_is_not_recorded() {
                 conformance::a_prefetched_request_is_not_recorded::<$store>().await
+            }
+
+            #[tokio::test]
+            async fn a_nonce_hashed_beforehand_meets_its_own_hash() {
+                conformance::a_nonce_hashed_beforehand_meets_its_own_hash::<$store>().await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

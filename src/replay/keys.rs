@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::LazyLock;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
 
@@ -41,9 +42,6 @@ pub(super) trait KeyTable {
         let _ = request;
     }
 
-    /// Makes rule 2's keys.
-    fn nonce_keys(&self) -> &NonceKeys;
-
     /// The hard limit on live entries.
     fn capacity(&self) -> u64;
 }
@@ -62,7 +60,7 @@ pub(super) fn record_in<T: KeyTable>(
     request: &ReplayRecord<'_>,
 ) -> Result<Recorded, ReplayStoreError> {
     let entry = table.entry(request);
-    let (mac_key, nonce_key) = request_keys(table, request);
+    let (mac_key, nonce_key) = request_keys(request);
     let recorded = match nonce_key {
         Some(nonce_key) => table.insert_both(mac_key, nonce_key, entry),
         None => one_at_a_time(table, mac_key, None, entry),
@@ -89,13 +87,8 @@ pub(super) fn one_at_a_time<T: KeyTable + ?Sized>(
 }
 
 /// Rule 1's key of `request` and, when rule 2 applies, rule 2's.
-pub(super) fn request_keys<T: KeyTable>(
-    table: &T,
-    request: &ReplayRecord<'_>,
-) -> (u128, Option<u128>) {
-    let nonce_key = request
-        .unique_nonce
-        .then(|| table.nonce_keys().key(request.key_id, request.nonce));
+pub(super) fn request_keys(request: &ReplayRecord<'_>) -> (u128, Option<u128>) {
+    let nonce_key = request.unique_nonce.then(|| request.nonce_key());
     (mac_key(request.mac), nonce_key)
 }
 
@@ -264,63 +257,21 @@ pub(super) fn mac_key(mac: &[u8; MAC_LEN]) -> u128 {
     u128::from_le_bytes(first) & !NONCE_KEY
 }
 
-/// Rule 2's key: a keyed 128-bit hash of key id and nonce, top bit set.
-pub(super) struct NonceKeys {
+/// Rule 2's key: a keyed 128-bit hash of key id and nonce, top bit set. One key for the
+/// process, so that the verifier can hash a request's ids once, whichever store records it.
+pub(crate) fn nonce_key(key_id: &str, nonce: &str) -> u128 {
     /// SipHash-1-3 with 128-bit output, under random keys: one pass over key id and nonce, and
     /// collisions an outsider cannot aim for.
-    hasher: SipHasher13,
-}
-
-impl NonceKeys {
-    pub(super) fn new() -> Self {
+    static HASHER: LazyLock<SipHasher13> = LazyLock::new(|| {
         let state = RandomState::new();
-        NonceKeys {
-            hasher: SipHasher13::new_with_keys(state.hash_one(0u8), state.hash_one(1u8)),
-        }
-    }
-
-    pub(super) fn key(&self, key_id: &str, nonce: &str) -> u128 {
-        let mut hasher = self.hasher;
-        // The key id's length first, so that no two (key id, nonce) pairs feed the same bytes.
-        hasher.write_usize(key_id.len());
-        hasher.write(key_id.as_bytes());
-        hasher.write(nonce.as_bytes());
-        u128::from(hasher.finish128()) | NONCE_KEY
-    }
-}
-
-/// A keyed hasher for keys that are uniform already (a MAC, a SipHash output): one 64×64-bit
-/// multiply per 128-bit key rather than a SipHash pass, with per-store seeds so that a client
-/// grinding its own MACs cannot aim them at one bucket.
-#[derive(Clone)]
-pub(super) struct KeyHashing {
-    seeds: [u64; 4],
-}
-
-impl KeyHashing {
-    pub(super) fn new() -> Self {
-        let state = RandomState::new();
-        KeyHashing {
-            seeds: [0u64, 1, 2, 3].map(|i| state.hash_one(i)),
-        }
-    }
-
-    /// A hash of `key`.
-    pub(super) fn hash(&self, key: u128) -> u64 {
-        folded_multiply(
-            key as u64 ^ self.seeds[0],
-            (key >> 64) as u64 ^ self.seeds[1],
-        )
-    }
-
-    /// A second hash of `key`, independent of [`KeyHashing::hash`] (other seeds), for picking
-    /// a shard while the first places the key inside it.
-    pub(super) fn other_hash(&self, key: u128) -> u64 {
-        folded_multiply(
-            key as u64 ^ self.seeds[2],
-            (key >> 64) as u64 ^ self.seeds[3],
-        )
-    }
+        SipHasher13::new_with_keys(state.hash_one(0u8), state.hash_one(1u8))
+    });
+    let mut hasher = *HASHER;
+    // The key id's length first, so that no two (key id, nonce) pairs feed the same bytes.
+    hasher.write_usize(key_id.len());
+    hasher.write(key_id.as_bytes());
+    hasher.write(nonce.as_bytes());
+    u128::from(hasher.finish128()) | NONCE_KEY
 }
 
 /// Keeps two locks off one cache line, so that two threads locking different shards (or
@@ -333,75 +284,21 @@ pub(super) fn reduce(hash: u64, len: usize) -> usize {
     ((u128::from(hash) * len as u128) >> 64) as usize
 }
 
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    (full as u64) ^ (full >> 64) as u64
-}
-
-impl BuildHasher for KeyHashing {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher {
-            hashing: self.clone(),
-            state: 0,
-        }
-    }
-}
-
-/// The [`Hasher`] of [`KeyHashing`]. A `u128` key takes the fast path; anything else a map
-/// hashes (moka hashes some keys of its own) is folded in 16 bytes at a time.
-pub(super) struct KeyHasher {
-    hashing: KeyHashing,
-    state: u64,
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(16) {
-            let mut word = [0u8; 16];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u128(u128::from_le_bytes(word));
-        }
-    }
-
-    fn write_u128(&mut self, word: u128) {
-        self.state = self.hashing.hash(word ^ u128::from(self.state));
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.write_u128(u128::from(word));
-    }
-
-    fn finish(&self) -> u64 {
-        self.state
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn mac_and_nonce_keys_never_meet() {
-        let nonces = NonceKeys::new();
         assert_eq!(mac_key(&[0xff; MAC_LEN]) & NONCE_KEY, 0);
-        assert_ne!(nonces.key("k", "n") & NONCE_KEY, 0);
-        assert_ne!(nonces.key("k", "n"), nonces.key("kn", ""));
-        assert_eq!(nonces.key("k", "n"), nonces.key("k", "n"));
+        assert_ne!(nonce_key("k", "n") & NONCE_KEY, 0);
+        assert_ne!(nonce_key("k", "n"), nonce_key("kn", ""));
+        assert_eq!(nonce_key("k", "n"), nonce_key("k", "n"));
     }
 
     #[test]
-    fn the_hasher_takes_every_input() {
-        let hashing = KeyHashing::new();
-        let hash = |write: &dyn Fn(&mut KeyHasher)| {
-            let mut hasher = hashing.build_hasher();
-            write(&mut hasher);
-            hasher.finish()
-        };
-        assert_ne!(hash(&|h| h.write_u128(1)), hash(&|h| h.write_u128(2)));
-        assert_ne!(hash(&|h| h.write(b"abc")), hash(&|h| h.write(b"abd")));
-        assert_eq!(hash(&|h| h.write_u64(7)), hash(&|h| h.write_u128(7)));
+    fn reduce_stays_in_range() {
         assert!(reduce(u64::MAX, 10) < 10);
+        assert_eq!(reduce(0, 10), 0);
     }
 }

@@ -24,6 +24,7 @@ mod moka;
 use async_trait::async_trait;
 
 pub use self::compact::{CompactReplayStore, CompactReplayStoreBuilder};
+pub(crate) use self::keys::nonce_key;
 pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
 use crate::psk::MAC_LEN;
 
@@ -44,6 +45,17 @@ pub struct ReplayRecord<'a> {
     pub now: i64,
     /// Whether rule 2 (one nonce per key) applies.
     pub unique_nonce: bool,
+    /// Rule 2's key, hashed once per request by the verifier, with the key id and nonce it was
+    /// hashed from: it holds only while the fields above still borrow those.
+    hashed: Option<HashedNonce<'a>>,
+}
+
+/// [`keys::nonce_key`] of a key id and a nonce.
+#[derive(Clone, Copy)]
+struct HashedNonce<'a> {
+    key_id: &'a str,
+    nonce: &'a str,
+    key: u128,
 }
 
 impl<'a> ReplayRecord<'a> {
@@ -62,6 +74,33 @@ impl<'a> ReplayRecord<'a> {
             expires_at,
             now,
             unique_nonce: true,
+            hashed: None,
+        }
+    }
+
+    /// A record whose rule-2 key was hashed beforehand (with [`nonce_key`]), so that the
+    /// hint and the record of one request do not hash it again each.
+    pub(crate) fn with_nonce_key(mut self, key: u128) -> Self {
+        self.hashed = Some(HashedNonce {
+            key_id: self.key_id,
+            nonce: self.nonce,
+            key,
+        });
+        self
+    }
+
+    /// Rule 2's key: the one hashed beforehand, while the key id and nonce are still the
+    /// slices it was hashed from (a `&str` borrowed for `'a` cannot change under it, and the
+    /// fields are public), else hashed now.
+    pub(crate) fn nonce_key(&self) -> u128 {
+        match self.hashed {
+            Some(hashed)
+                if std::ptr::eq(hashed.key_id, self.key_id)
+                    && std::ptr::eq(hashed.nonce, self.nonce) =>
+            {
+                hashed.key
+            }
+            _ => nonce_key(self.key_id, self.nonce),
         }
     }
 

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::keys::{self, Insert, KeyHashing, KeyTable, NonceKeys, Padded};
+use super::keys::{self, Insert, KeyTable, Padded};
 use super::ReplayRecord;
+use crate::hashing::KeyHashing;
 
 /// Requests per second the default capacity is sized for.
 const DEFAULT_RATE: u64 = 1_000;
@@ -81,7 +82,6 @@ struct Inner {
     /// The clock second of the last reconciling.
     reconciled_at: AtomicI64,
     capacity: u64,
-    nonce_keys: NonceKeys,
     /// Picks a key's stripe, with seeds of its own.
     stripe_hashing: KeyHashing,
     stripes: Box<[Padded<Mutex<()>>]>,
@@ -245,10 +245,6 @@ impl KeyTable for MokaReplayStore {
         self.inner.cache.invalidate(&key);
     }
 
-    fn nonce_keys(&self) -> &NonceKeys {
-        &self.inner.nonce_keys
-    }
-
     fn capacity(&self) -> u64 {
         self.inner.capacity
     }
@@ -292,7 +288,6 @@ impl MokaReplayStoreBuilder {
                 live: AtomicU64::new(0),
                 reconciled_at: AtomicI64::new(i64::MIN),
                 capacity: self.capacity,
-                nonce_keys: NonceKeys::new(),
                 stripe_hashing: KeyHashing::new(),
                 stripes: (0..STRIPES).map(|_| Padded(Mutex::new(()))).collect(),
             }),
