@@ -6,7 +6,7 @@
 //! says none was found with this many samples (not a proof).
 //!
 //! - `mac_equal_vs_first_byte` and `mac_equal_vs_last_byte`: the comparison the verifier makes
-//!   (`Mac::verify_slice` on the keyed HMAC-SHA512 state, as in `src/psk/signing.rs`), with
+//!   (the keyed HMAC-SHA512 state finalised, then `psk::macs_equal`, as in `src/psk/signing.rs`), with
 //!   the received tag equal to the right one against one differing in its first or last byte;
 //! - `layer_first_vs_last_byte`: a whole request through `VerifyPsk` whose MAC differs from
 //!   the right one in a random bit of the first byte against one of the last byte (both
@@ -27,7 +27,7 @@ use std::hint::black_box;
 
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::MemoryKeyStore;
-use armor_psk::psk::{BodyForm, Credential, HmacSha512, SigningString, MAC_LEN};
+use armor_psk::psk::{macs_equal, BodyForm, Credential, HmacSha512, SigningString, MAC_LEN};
 use armor_psk::verify::VerifiedBody;
 use armor_psk::VerifyPskLayer;
 use bytes::Bytes;
@@ -68,9 +68,12 @@ fn tags(at: usize) -> ([u8; MAC_LEN], [u8; MAC_LEN]) {
     (right, wrong)
 }
 
-/// The verifier's comparison: the keyed state over the signing string, then `verify_slice`.
+/// The verifier's comparison: the keyed state over the signing string, then `macs_equal`.
 fn verify(prefix: &HmacSha512, tag: &[u8; MAC_LEN]) -> bool {
-    prefix.clone().verify_slice(black_box(tag)).is_ok()
+    macs_equal(
+        &prefix.clone().finalize().into_bytes().into(),
+        black_box(tag),
+    )
 }
 
 fn classes(rng: &mut BenchRng) -> Vec<Class> {

@@ -26,7 +26,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
-use armor_psk::psk::{BodyForm, BodyForms, Credential, SigningString};
+use armor_psk::psk::{macs_equal, BodyForm, BodyForms, Credential, SigningString, MAC_LEN};
 use armor_psk::replay::{CompactReplayStore, MokaReplayStore, ReplayStore};
 use armor_psk::verify::VerifiedBody;
 use armor_psk::{Signer, VerifyPskLayer};
@@ -187,7 +187,8 @@ fn parse(c: &mut Criterion) {
 }
 
 /// The floor of any verifier: decode the signature, one HMAC-SHA512 over the signing string
-/// from a precomputed keyed state, compare in constant time.
+/// from a precomputed keyed state, compare in constant time (as the layer does: `macs_equal`;
+/// `hmac`'s `verify_slice` costs about 760 instructions more).
 struct Floor {
     keyed: Hmac<Sha512>,
 }
@@ -202,7 +203,8 @@ impl Floor {
             .expect("base64");
         let mut mac = self.keyed.clone();
         mac.update(signing.as_bytes());
-        mac.verify_slice(&decoded[..length]).is_ok()
+        let sent: &[u8; MAC_LEN] = decoded[..length].try_into().expect("64 bytes");
+        macs_equal(&mac.finalize().into_bytes().into(), sent)
     }
 
     /// The signature and signing string of a freshly signed `GET`.

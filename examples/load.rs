@@ -56,7 +56,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
-use armor_psk::psk::{Credential, HmacSha512, SigningString};
+use armor_psk::psk::{macs_equal, Credential, HmacSha512, SigningString};
 use armor_psk::replay::{CompactReplayStore, MokaReplayStore};
 use armor_psk::{Signer, VerifyPskLayer};
 use axum::http::Request;
@@ -255,10 +255,8 @@ impl FloorLayer {
                     nonce: credential.nonce(),
                     timestamp: credential.timestamp(),
                 };
-                signing
-                    .keyed_prefix(&self.keyed)
-                    .verify_slice(credential.mac())
-                    .is_ok()
+                let mac = signing.keyed_prefix(&self.keyed).finalize().into_bytes();
+                macs_equal(&mac.into(), credential.mac())
             })
     }
 }

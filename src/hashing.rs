@@ -8,7 +8,8 @@ use std::hash::{BuildHasher, Hasher};
 /// multiply per 128-bit key rather than a SipHash pass, with per-store seeds so that a client
 /// grinding its own MACs cannot aim them at one bucket. Also for the key ids of a key store
 /// built by its operator: a client's lookups insert nothing, so they cannot fill a bucket
-/// whatever they hash to, and the lookup costs a multiply per 16 bytes rather than SipHash.
+/// whatever they hash to, and a lookup costs a multiply per 16 bytes (and one each for the
+/// length and the end of the string) rather than a SipHash pass.
 #[derive(Clone)]
 pub(crate) struct KeyHashing {
     seeds: [u64; 4],
@@ -97,6 +98,11 @@ impl Hasher for KeyHasher {
 
     fn write_usize(&mut self, word: usize) {
         self.write_u128(word as u128);
+    }
+
+    /// One multiply, not a length and a chunk: `str` ends its bytes with one of these.
+    fn write_u8(&mut self, byte: u8) {
+        self.write_u128(u128::from(byte));
     }
 
     fn finish(&self) -> u64 {

@@ -6,6 +6,10 @@ use crate::hashing::KeyHashing;
 
 /// A fixed set of keys held in memory.
 ///
+/// Key ids are hashed with a fast keyed hash, not SipHash: clients only look keys up, so
+/// whatever ids they send cannot crowd the table. Build it from key ids you issue (a UUID each,
+/// say), not from many ids chosen by others.
+///
 /// ```
 /// use armor_psk::key_store::MemoryKeyStore;
 ///

@@ -24,4 +24,6 @@ pub use credential::{
 pub(crate) use scheme::signed_path;
 pub use scheme::{ArmorPsk, PskClaim, DEFAULT_WINDOW};
 pub(crate) use signing::verify_forms;
-pub use signing::{body_digest, BodyForm, BodyForms, HmacSha512, SigningString, UnknownBodyForm};
+pub use signing::{
+    body_digest, macs_equal, BodyForm, BodyForms, HmacSha512, SigningString, UnknownBodyForm,
+};

@@ -120,7 +120,7 @@ pub(super) async fn a_prefetched_request_is_not_recorded<S: TestStore>() {
 /// hashed again when a field it came from is changed after.
 pub(super) async fn a_nonce_hashed_beforehand_meets_its_own_hash<S: TestStore>() {
     let store = S::default();
-    let (a, b, c) = ([5u8; 64], [6u8; 64], [8u8; 64]);
+    let (a, b, c, d) = ([5u8; 64], [6u8; 64], [8u8; 64], [9u8; 64]);
     let hashed = |mac| record(mac, "n1").with_nonce_key(super::nonce_key("key", "n1"));
     assert_eq!(fresh(&store, &hashed(&a)).await, Recorded::Fresh);
     assert_eq!(
@@ -131,7 +131,7 @@ pub(super) async fn a_nonce_hashed_beforehand_meets_its_own_hash<S: TestStore>()
     changed.nonce = "n2";
     assert_eq!(fresh(&store, &changed).await, Recorded::Fresh);
     assert_eq!(
-        fresh(&store, &record(&b, "n2")).await,
+        fresh(&store, &record(&d, "n2")).await,
         Recorded::ReplayedNonce
     );
 }

@@ -215,3 +215,41 @@ impl ReplayStore for Box<dyn ReplayStore> {
         (**self).prefetch(request);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_carried_nonce_key_is_taken_only_for_the_slices_it_was_hashed_from() {
+        const CARRIED: u128 = 42;
+        let mac = [1u8; MAC_LEN];
+        let ids = String::from("key-1n1");
+        let (key_id, nonce) = ids.split_at(5);
+        let carried = ReplayRecord::new(key_id, nonce, &mac, 10, 0).with_nonce_key(CARRIED);
+        assert_eq!(carried.nonce_key(), CARRIED);
+        for changed in [
+            ReplayRecord {
+                key_id: &ids[..4],
+                ..carried
+            },
+            ReplayRecord {
+                nonce: &ids[5..6],
+                ..carried
+            },
+            ReplayRecord {
+                nonce: "n1",
+                ..carried
+            },
+        ] {
+            assert_eq!(
+                changed.nonce_key(),
+                nonce_key(changed.key_id, changed.nonce)
+            );
+        }
+        assert_eq!(
+            ReplayRecord::new(key_id, nonce, &mac, 10, 0).nonce_key(),
+            nonce_key("key-1", "n1")
+        );
+    }
+}
