@@ -91,6 +91,7 @@ fn classes(rng: &mut BenchRng) -> Vec<Class> {
 fn equal_vs(at: usize, runner: &mut CtRunner, rng: &mut BenchRng) {
     let prefix = PARTS.keyed_prefix(&keyed());
     let (right, wrong) = tags(at);
+    assert!(verify(&prefix, &right) && !verify(&prefix, &wrong));
     for class in classes(rng) {
         let tag = match class {
             Class::Left => right,

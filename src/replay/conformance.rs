@@ -116,12 +116,20 @@ pub(super) async fn a_prefetched_request_is_not_recorded<S: TestStore>() {
     assert_eq!(store.live_entries(), 2);
 }
 
-/// Rule 2's key hashed by the verifier beforehand is the one the store would hash, and is
-/// hashed again when a field it came from is changed after.
+/// A store records the rule-2 key a record carries (the verifier's, hashed beforehand), which
+/// is the one the store would hash, and hashes anew when a field it came from was changed.
 pub(super) async fn a_nonce_hashed_beforehand_meets_its_own_hash<S: TestStore>() {
     let store = S::default();
     let (a, b, c, d) = ([5u8; 64], [6u8; 64], [8u8; 64], [9u8; 64]);
     let hashed = |mac| record(mac, "n1").with_nonce_key(super::nonce_key("key", "n1"));
+    // A carried key is what the store records: one carried for "x" is "x"'s.
+    let carried_x = record(&d, "n0").with_nonce_key(super::nonce_key("key", "x"));
+    assert_eq!(fresh(&store, &carried_x).await, Recorded::Fresh);
+    let e = [10u8; 64];
+    assert_eq!(
+        fresh(&store, &record(&e, "x")).await,
+        Recorded::ReplayedNonce
+    );
     assert_eq!(fresh(&store, &hashed(&a)).await, Recorded::Fresh);
     assert_eq!(
         fresh(&store, &record(&b, "n1")).await,
@@ -130,8 +138,9 @@ pub(super) async fn a_nonce_hashed_beforehand_meets_its_own_hash<S: TestStore>()
     let mut changed = hashed(&c);
     changed.nonce = "n2";
     assert_eq!(fresh(&store, &changed).await, Recorded::Fresh);
+    let f = [11u8; 64];
     assert_eq!(
-        fresh(&store, &record(&d, "n2")).await,
+        fresh(&store, &record(&f, "n2")).await,
         Recorded::ReplayedNonce
     );
 }
