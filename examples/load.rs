@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{macs_equal, Credential, HmacSha512, SigningString};
-use armor_psk::replay::{CompactReplayStore, MokaReplayStore};
+use armor_psk::replay::{CompactReplayStore, MokaReplayStore, DEFAULT_CAPACITY};
 use armor_psk::{Signer, VerifyPskLayer};
 use axum::http::Request;
 use axum::http::{header::AUTHORIZATION, StatusCode};
@@ -80,8 +80,6 @@ const SERVERS: [&str; 4] = ["bare", "floor", "full-moka", "full-compact"];
 /// Added to the time a run's turns may take at most, for a server's lifetime: signing the
 /// requests between turns, starting and stopping.
 const SERVER_SLACK: Duration = Duration::from_secs(600);
-/// The replay stores' default capacity, in entries.
-const DEFAULT_STORE_CAPACITY: u64 = 1_200_000;
 /// Set in the re-executed generator, so that it does not re-execute itself again.
 const PINNED: &str = "ARMOR_PSK_LOAD_PINNED";
 
@@ -199,7 +197,7 @@ fn serve(kind: &str, lifetime: Duration, entries: u64) -> ExitCode {
 fn app(kind: &str, entries: u64) -> Option<Router> {
     let hello = Router::new().route(PATH, get(|| async { "hello" }));
     let keys = || MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
-    let capacity = DEFAULT_STORE_CAPACITY.max(entries.saturating_add(entries / 8));
+    let capacity = DEFAULT_CAPACITY.max(entries.saturating_add(entries / 8));
     Some(match kind {
         "bare" => hello,
         "floor" => hello.layer(FloorLayer::new()?),
@@ -209,9 +207,7 @@ fn app(kind: &str, entries: u64) -> Option<Router> {
                 floor_from_fn(floor.clone(), request, next)
             }))
         }
-        "full-moka" if capacity == DEFAULT_STORE_CAPACITY => {
-            hello.layer(VerifyPskLayer::new(keys()))
-        }
+        "full-moka" if capacity == DEFAULT_CAPACITY => hello.layer(VerifyPskLayer::new(keys())),
         "full-moka" => hello.layer(
             VerifyPskLayer::new(keys())
                 .replay_store(MokaReplayStore::builder().capacity(capacity).build()),

@@ -5,12 +5,6 @@ use super::keys::{self, Insert, KeyTable, Padded, Rule, StoreFull};
 use super::{Recorded, ReplayRecord};
 use crate::hashing::KeyHashing;
 
-/// Requests per second the default capacity is sized for (as [`MokaReplayStore`]'s).
-///
-/// [`MokaReplayStore`]: super::MokaReplayStore
-const DEFAULT_RATE: u64 = 1_000;
-/// The longest an entry can live under the default ±300 s window.
-const DEFAULT_LIFETIME_SECS: u64 = 600;
 /// Most shards a store is split into: enough that two threads seldom wait for one lock and
 /// that sweeping one shard is a short pause, few enough that a small store stays in one.
 const MAX_SHARDS: u64 = 256;
@@ -313,7 +307,7 @@ impl CompactReplayStore {
     /// A builder; the defaults are those of [`CompactReplayStore::default`].
     pub fn builder() -> CompactReplayStoreBuilder {
         CompactReplayStoreBuilder {
-            capacity: DEFAULT_RATE * DEFAULT_LIFETIME_SECS * 2,
+            capacity: super::DEFAULT_CAPACITY,
         }
     }
 
@@ -679,8 +673,8 @@ pub struct CompactReplayStoreBuilder {
 
 impl CompactReplayStoreBuilder {
     /// The hard limit on live entries (two per request while the one-nonce-per-key rule is on).
-    /// Defaults to `1_200_000`: 1,000 requests a second over the 600 seconds an entry can live
-    /// under the default window. The tables are allocated for it when the store is built:
+    /// Defaults to [`DEFAULT_CAPACITY`](super::DEFAULT_CAPACITY), 1,200,000: 1,000 requests a
+    /// second over the 600 seconds an entry can live under the default window. The tables are allocated for it when the store is built:
     /// about 25 bytes an entry (30 MB for the default).
     pub fn capacity(mut self, entries: u64) -> Self {
         self.capacity = entries;

@@ -28,6 +28,11 @@ pub(crate) use self::keys::nonce_key;
 pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
 use crate::psk::MAC_LEN;
 
+/// The in-memory stores' capacity unless told otherwise, in entries: 1,000 requests a second
+/// over the 600 seconds an entry can live under the default ±300 s window (a timestamp 300 s
+/// ahead, remembered until 300 s after it), two entries a request.
+pub const DEFAULT_CAPACITY: u64 = 1_000 * 600 * 2;
+
 /// What a replay store is asked to remember about one accepted request.
 #[derive(Clone, Copy)]
 #[non_exhaustive]

@@ -9,14 +9,9 @@ use super::keys::{self, Insert, KeyTable, Padded};
 use super::ReplayRecord;
 use crate::hashing::KeyHashing;
 
-/// Requests per second the default capacity is sized for.
-const DEFAULT_RATE: u64 = 1_000;
 /// Locks that make "look the key up, insert it if absent" atomic per key. Two requests wait for
 /// each other only when their keys fall on one lock, and then for well under a microsecond.
 const STRIPES: usize = 64;
-/// The longest an entry can live under the default ±300 s window: a timestamp 300 s ahead,
-/// remembered until 300 s after it.
-const DEFAULT_LIFETIME_SECS: u64 = 600;
 /// The most entries moka's table is sized for when the store is built: 64 segments of 2^17
 /// slots (67 MB). Moka adds room for its write log (384 entries) and doubles, then rounds each
 /// segment up to a power of two, so 2^22 itself would double the table.
@@ -132,7 +127,7 @@ impl MokaReplayStore {
     /// A builder; the defaults are those of [`MokaReplayStore::default`].
     pub fn builder() -> MokaReplayStoreBuilder {
         MokaReplayStoreBuilder {
-            capacity: DEFAULT_RATE * DEFAULT_LIFETIME_SECS * 2,
+            capacity: super::DEFAULT_CAPACITY,
         }
     }
 
@@ -261,8 +256,8 @@ pub struct MokaReplayStoreBuilder {
 
 impl MokaReplayStoreBuilder {
     /// The hard limit on live entries (two per request while the one-nonce-per-key rule is on).
-    /// Defaults to `1_200_000`: 1,000 requests a second over the 600 seconds an entry can live
-    /// under the default window.
+    /// Defaults to [`DEFAULT_CAPACITY`](super::DEFAULT_CAPACITY), 1,200,000: 1,000 requests a
+    /// second over the 600 seconds an entry can live under the default window.
     pub fn capacity(mut self, entries: u64) -> Self {
         self.capacity = entries;
         self
