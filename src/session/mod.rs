@@ -176,15 +176,15 @@ impl SessionsBuilder {
     }
 
     /// After `max_failures` failed sign-ins for one username in the `period_secs` from its
-    /// first attempt, `/auth/authorize` answers 429 for that username until the period ends. Defaults to 5
-    /// failures in 900 seconds; at least 1 failure in 1 second is taken (0 or less would turn
-    /// the throttle off).
+    /// first attempt, `/auth/authorize` answers 429 for that username until the period ends.
+    /// Defaults to 5 failures in 900 seconds; at least 1 failure in 1 second is taken (0 or
+    /// less would turn the throttle off).
     ///
     /// A success takes back its own attempt (in the period it was counted in); the failures
-    /// before it still count. Every
-    /// username, a user's or not, is counted alike (a 429 tells nothing of which usernames
-    /// exist), in a fixed table of 65,536 counts picked by a keyed hash: a flood of made-up
-    /// usernames resets no count, and two usernames that share a count are throttled together.
+    /// before it still count. Every username, a user's or not, is counted alike (a 429 tells
+    /// nothing of which usernames exist), in a fixed table of 65,536 counts picked by a keyed
+    /// hash: a flood of made-up usernames resets no count, and two usernames that share a
+    /// count are throttled together.
     /// So a flood can throttle usernames it never named (about 300,000 attempts at random
     /// usernames in a period fill half the table at the default limit): put a per-address rate
     /// limit in front of `/auth`.
@@ -198,8 +198,8 @@ impl SessionsBuilder {
     /// four at most); past them, `/auth/authorize` answers at once 503 `temporarily_unavailable`
     /// with `Retry-After: 1`, before the attempt is counted against the username or anything is
     /// hashed. A sign-in that is dropped while it waits (the client went away) gives back its
-    /// place (its attempt still counts). With 0, a sign-in is refused unless a check is free. Defaults to
-    /// [`DEFAULT_MAX_WAITING_SIGN_INS`] (64).
+    /// place (its attempt still counts). With 0, a sign-in is refused unless a check is free.
+    /// Defaults to [`DEFAULT_MAX_WAITING_SIGN_INS`] (64).
     ///
     /// ```
     /// use armor_psk::session::{hash_password, Sessions, User};

@@ -306,8 +306,9 @@ const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 4;
 
 /// Password checks, one at a time per core (at most [`MAX_CONCURRENT_PASSWORD_CHECKS`]): each
 /// holds argon2's working memory (19 MiB at `hash-password`'s cost), and tries spread over many
-/// usernames are not slowed by the per-username throttle. Each turn reuses the memory of an earlier one. At most
-/// `max_waiting` sign-ins wait for a turn: past them, [`enter`](Self::enter) refuses at once.
+/// usernames are not slowed by the per-username throttle. Each turn reuses the memory of an
+/// earlier one. At most `max_waiting` sign-ins wait for a turn: past them,
+/// [`enter`](Self::enter) refuses at once.
 pub(crate) struct PasswordChecks {
     turns: Arc<Semaphore>,
     memory: Arc<Mutex<Vec<Vec<Block>>>>,

@@ -3,7 +3,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -93,14 +93,7 @@ where
 {
     let mut body = std::pin::pin!(body);
     let mut buffered = VerifiedBody::default();
-    let mut gathered = BytesMut::new();
-    // Copied out at their size: the buffer, grown by doubling, may be nearly twice as large.
-    let flush = |gathered: &mut BytesMut, buffered: &mut VerifiedBody| {
-        if !gathered.is_empty() {
-            buffered.chunks.push_back(Bytes::copy_from_slice(gathered));
-            gathered.clear();
-        }
-    };
+    let mut small = SmallChunks::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
             tracing::debug!(%error, "request body could not be read");
@@ -114,14 +107,12 @@ where
                     return Err(Rejection::BodyTooLarge { limit });
                 }
                 buffered.remaining = total;
+                let chunk = data.copy_to_bytes(length);
                 if length >= SMALL_CHUNK {
-                    flush(&mut gathered, &mut buffered);
-                    buffered.chunks.push_back(data.copy_to_bytes(length));
-                } else {
-                    gathered.put(data);
-                    if gathered.len() >= GATHERED_CHUNK {
-                        flush(&mut gathered, &mut buffered);
-                    }
+                    small.flush(&mut buffered);
+                    buffered.chunks.push_back(chunk);
+                } else if length > 0 {
+                    small.push(chunk, &mut buffered);
                 }
             }
             Err(frame) => {
@@ -134,8 +125,47 @@ where
             }
         }
     }
-    flush(&mut gathered, &mut buffered);
+    small.flush(&mut buffered);
     Ok(buffered)
+}
+
+/// A run of small chunks on their way into a [`VerifiedBody`]: the first kept as it came (a
+/// small body in one chunk, the usual case, is not copied), and copied together with the
+/// next ones once a second one follows.
+#[derive(Default)]
+struct SmallChunks {
+    first: Option<Bytes>,
+    gathered: BytesMut,
+}
+
+impl SmallChunks {
+    fn push(&mut self, chunk: Bytes, body: &mut VerifiedBody) {
+        match self.first.take() {
+            None if self.gathered.is_empty() => self.first = Some(chunk),
+            first => {
+                if let Some(first) = first {
+                    self.gathered.extend_from_slice(&first);
+                }
+                self.gathered.extend_from_slice(&chunk);
+                if self.gathered.len() >= GATHERED_CHUNK {
+                    self.flush(body);
+                }
+            }
+        }
+    }
+
+    /// Ends the run: its chunk goes into `body`.
+    fn flush(&mut self, body: &mut VerifiedBody) {
+        if let Some(first) = self.first.take() {
+            body.chunks.push_back(first);
+        } else if !self.gathered.is_empty() {
+            // Copied out at its size: the buffer, grown by doubling, may be nearly twice as
+            // large.
+            body.chunks
+                .push_back(Bytes::copy_from_slice(&self.gathered));
+            self.gathered.clear();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -160,6 +190,16 @@ mod tests {
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(collected.to_bytes(), "hello world");
+    }
+
+    #[tokio::test]
+    async fn a_small_body_in_one_chunk_is_not_copied() {
+        static BODY: &[u8] = b"{\"amount\": 1}";
+        let mut body = read_limited(Full::new(Bytes::from_static(BODY)), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(body.chunks().len(), 1);
+        assert_eq!(body.chunks()[0].as_ptr(), BODY.as_ptr());
     }
 
     #[tokio::test]
