@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{macs_equal, BodyForm, BodyForms, Credential, SigningString, MAC_LEN};
-use armor_psk::replay::{CompactReplayStore, MokaReplayStore, ReplayStore};
+use armor_psk::replay::{CompactReplayStore, MokaReplayStore, ReplayStore, DEFAULT_CAPACITY};
 use armor_psk::verify::VerifiedBody;
 use armor_psk::{Signer, VerifyPskLayer};
 use base64::engine::general_purpose::STANDARD;
@@ -433,7 +433,7 @@ where
 fn verify_small_interleaved() {
     let runtime = runtime();
     let signer = signer();
-    let contestants = contestants(&runtime, &signer, 1_200_000);
+    let contestants = contestants(&runtime, &signer, DEFAULT_CAPACITY);
     let floor = |n: usize| {
         let inputs: Vec<_> = (0..n).map(|_| Floor::input(&signer)).collect();
         let started = Instant::now();
@@ -545,7 +545,7 @@ const CALLGRIND_REQUESTS: usize = 20_000;
 fn verify_small_callgrind(contestant: &str) {
     let runtime = runtime();
     let signer = signer();
-    let contestants = contestants(&runtime, &signer, 1_200_000);
+    let contestants = contestants(&runtime, &signer, DEFAULT_CAPACITY);
     if contestant == "floor" {
         let inputs: Vec<_> = (0..CALLGRIND_REQUESTS)
             .map(|_| Floor::input(&signer))

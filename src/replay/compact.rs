@@ -674,8 +674,9 @@ pub struct CompactReplayStoreBuilder {
 impl CompactReplayStoreBuilder {
     /// The hard limit on live entries (two per request while the one-nonce-per-key rule is on).
     /// Defaults to [`DEFAULT_CAPACITY`](super::DEFAULT_CAPACITY), 1,200,000: 1,000 requests a
-    /// second over the 600 seconds an entry can live under the default window. The tables are allocated for it when the store is built:
-    /// about 25 bytes an entry (30 MB for the default).
+    /// second over the 600 seconds an entry can live under the default window. The tables are
+    /// allocated for it when the store is built: about 25 bytes an entry (30 MB for the
+    /// default).
     pub fn capacity(mut self, entries: u64) -> Self {
         self.capacity = entries;
         self

@@ -3,7 +3,7 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use crate::rejection::Rejection;
 
 /// The request body the inner service receives: the bytes the verifier read and checked, in
-/// the chunks they arrived in (small ones, under 8 KiB, copied together), followed by the
-/// trailers if there were any.
+/// the chunks they arrived in (but for runs of small ones, under 8 KiB, copied together),
+/// followed by the trailers if there were any.
 #[derive(Debug, Default)]
 pub struct VerifiedBody {
     chunks: VecDeque<Bytes>,
@@ -22,7 +22,7 @@ pub struct VerifiedBody {
 }
 
 impl VerifiedBody {
-    /// The body's chunks: as they arrived, but for small ones copied together.
+    /// The body's chunks: as they arrived, but for runs of small ones copied together.
     pub fn chunks(&mut self) -> &[Bytes] {
         self.chunks.make_contiguous()
     }
@@ -78,9 +78,10 @@ pub(crate) fn check_declared_length(headers: &HeaderMap, limit: usize) -> Result
     Ok(())
 }
 
-/// Chunks under this many bytes are copied together rather than kept as they came: a body sent
-/// a byte at a chunk would otherwise hold a `Bytes` (32 bytes), and maybe a share of the
-/// connection's read buffer, for every byte (64 MiB for a 2 MiB body).
+/// Chunks under this many bytes are copied together rather than kept as they came (but for a
+/// body's last one, when it is alone): a body sent a byte at a chunk would otherwise hold a
+/// `Bytes` (32 bytes), and maybe a share of the connection's read buffer, for every byte
+/// (64 MiB for a 2 MiB body).
 const SMALL_CHUNK: usize = 8 * 1024;
 /// How many bytes of small chunks are copied together into one.
 const GATHERED_CHUNK: usize = 64 * 1024;
@@ -107,12 +108,11 @@ where
                     return Err(Rejection::BodyTooLarge { limit });
                 }
                 buffered.remaining = total;
-                let chunk = data.copy_to_bytes(length);
                 if length >= SMALL_CHUNK {
-                    small.flush(&mut buffered);
-                    buffered.chunks.push_back(chunk);
+                    small.end_run(&mut buffered);
+                    buffered.chunks.push_back(data.copy_to_bytes(length));
                 } else if length > 0 {
-                    small.push(chunk, &mut buffered);
+                    small.push(data, &mut buffered);
                 }
             }
             Err(frame) => {
@@ -125,13 +125,13 @@ where
             }
         }
     }
-    small.flush(&mut buffered);
+    small.end_body(&mut buffered);
     Ok(buffered)
 }
 
-/// A run of small chunks on their way into a [`VerifiedBody`]: the first kept as it came (a
-/// small body in one chunk, the usual case, is not copied), and copied together with the
-/// next ones once a second one follows.
+/// A run of small chunks on their way into a [`VerifiedBody`], copied together; its first
+/// chunk is kept as it came until a second one follows or a large one ends the run, so that a
+/// small body in one chunk (the usual case) is not copied at all.
 #[derive(Default)]
 struct SmallChunks {
     first: Option<Bytes>,
@@ -139,31 +139,41 @@ struct SmallChunks {
 }
 
 impl SmallChunks {
-    fn push(&mut self, chunk: Bytes, body: &mut VerifiedBody) {
-        match self.first.take() {
-            None if self.gathered.is_empty() => self.first = Some(chunk),
-            first => {
-                if let Some(first) = first {
-                    self.gathered.extend_from_slice(&first);
-                }
-                self.gathered.extend_from_slice(&chunk);
-                if self.gathered.len() >= GATHERED_CHUNK {
-                    self.flush(body);
-                }
-            }
+    fn push(&mut self, mut data: impl Buf, body: &mut VerifiedBody) {
+        if self.first.is_none() && self.gathered.is_empty() {
+            self.first = Some(data.copy_to_bytes(data.remaining()));
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.gathered.extend_from_slice(&first);
+        }
+        self.gathered.put(data);
+        if self.gathered.len() >= GATHERED_CHUNK {
+            self.end_run(body);
         }
     }
 
-    /// Ends the run: its chunk goes into `body`.
-    fn flush(&mut self, body: &mut VerifiedBody) {
+    /// A large chunk (or the limit of a gathered one) ends the run: its bytes go into `body`
+    /// as one copy, so that no small chunk between large ones keeps a share of the
+    /// connection's read buffer.
+    fn end_run(&mut self, body: &mut VerifiedBody) {
+        // Nothing is gathered while the first chunk is kept.
         if let Some(first) = self.first.take() {
-            body.chunks.push_back(first);
+            body.chunks.push_back(Bytes::copy_from_slice(&first));
         } else if !self.gathered.is_empty() {
             // Copied out at its size: the buffer, grown by doubling, may be nearly twice as
             // large.
             body.chunks
                 .push_back(Bytes::copy_from_slice(&self.gathered));
             self.gathered.clear();
+        }
+    }
+
+    /// The body ended: a small chunk alone at its end goes into `body` as it came.
+    fn end_body(&mut self, body: &mut VerifiedBody) {
+        match self.first.take() {
+            Some(first) => body.chunks.push_back(first),
+            None => self.end_run(body),
         }
     }
 }
@@ -200,6 +210,41 @@ mod tests {
             .unwrap();
         assert_eq!(body.chunks().len(), 1);
         assert_eq!(body.chunks()[0].as_ptr(), BODY.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn small_chunks_between_large_ones_are_copied_in_order() {
+        let large = || Bytes::from(vec![7u8; SMALL_CHUNK]);
+        let parts = [
+            Bytes::from_static(b"a"),
+            Bytes::new(),
+            large(),
+            Bytes::from_static(b"b"),
+            Bytes::new(),
+            Bytes::from_static(b"c"),
+            large(),
+            Bytes::new(),
+            large(),
+            Bytes::from_static(b"d"),
+        ];
+        let expected: Vec<u8> = parts.iter().flat_map(|part| part.to_vec()).collect();
+        let frames = parts
+            .iter()
+            .cloned()
+            .map(|part| Ok::<_, Infallible>(Frame::data(part)));
+        let mut body = read_limited(StreamBody::new(futures_util::stream::iter(frames)), 1 << 20)
+            .await
+            .unwrap();
+        let chunks: Vec<Bytes> = body.chunks().to_vec();
+        // "a", a large one, "bc", two large ones, "d": no empty chunk is kept.
+        assert_eq!(
+            chunks.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [1, SMALL_CHUNK, 2, SMALL_CHUNK, SMALL_CHUNK, 1]
+        );
+        // A small chunk before a large one is a copy; the body's last, alone, is not.
+        assert_ne!(chunks[0].as_ptr(), parts[0].as_ptr());
+        assert_eq!(chunks[5].as_ptr(), parts[9].as_ptr());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), expected);
     }
 
     #[tokio::test]

@@ -283,8 +283,8 @@ where
 
 /// A request's body as the verifier reads it: refused at once when its `Content-Length` passes
 /// `limit` (413 `body_too_large`), else read to its end under `limit` and within `timeout`
-/// (408 `body_timeout`; 400 `body_read_failed` for a body that breaks off), its small chunks
-/// copied together. For a route the verifier does not read the body of (a signed-in user's):
+/// (408 `body_timeout`; 400 `body_read_failed` for a body that breaks off), its runs of small
+/// chunks copied together. For a route the verifier does not read the body of (a signed-in user's):
 /// nothing about the body is verified, though it comes as a [`VerifiedBody`]. A body not there
 /// at once is waited for with a tokio timer: it needs a tokio runtime with time enabled.
 ///
