@@ -12,7 +12,7 @@ use super::{
 };
 use crate::key_store::{KeyStore, Secret};
 use crate::rejection::Rejection;
-use crate::replay::{nonce_key, ReplayRecord};
+use crate::replay::{LazyNonceKey, ReplayRecord};
 use crate::verify::{KeyAndNonce, Scheme, VerifiedBody, VerifiedKey};
 
 /// The default allowed distance between a request's timestamp and the server's clock.
@@ -114,9 +114,9 @@ pub struct PskClaim {
     ids: KeyAndNonce,
     timestamp: i64,
     mac: [u8; MAC_LEN],
-    /// Rule 2's replay key, when the rule is on: hashed here once, for the store's hint and
-    /// for the record.
-    nonce_key: Option<u128>,
+    /// Rule 2's replay key, hashed when a store first asks for it (for its hint or its
+    /// record) and kept for the next.
+    nonce_key: LazyNonceKey,
 }
 
 impl fmt::Debug for PskClaim {
@@ -159,7 +159,7 @@ impl Scheme for ArmorPsk {
             ids: KeyAndNonce::new(key_id, nonce),
             timestamp: credential.timestamp(),
             mac: *credential.mac(),
-            nonce_key: self.unique_nonce.then(|| nonce_key(key_id, nonce)),
+            nonce_key: LazyNonceKey::default(),
         })
     }
 
@@ -216,9 +216,10 @@ impl Scheme for ArmorPsk {
             expires_at,
             now,
         );
-        Ok(Some(match claim.nonce_key {
-            Some(key) => record.with_nonce_key(key),
-            None => record.unique_nonce(false),
+        Ok(Some(if self.unique_nonce {
+            record.with_nonce_key(&claim.nonce_key)
+        } else {
+            record.unique_nonce(false)
         }))
     }
 

@@ -116,14 +116,17 @@ pub(super) async fn a_prefetched_request_is_not_recorded<S: TestStore>() {
     assert_eq!(store.live_entries(), 2);
 }
 
-/// A store records the rule-2 key a record carries (the verifier's, hashed beforehand), which
-/// is the one the store would hash, and hashes anew when a field it came from was changed.
-pub(super) async fn a_nonce_hashed_beforehand_meets_its_own_hash<S: TestStore>() {
+/// A store records the rule-2 key a record carries (the verifier's, kept for its request),
+/// which is the one the store would hash, and hashes anew when a field it came from was
+/// changed.
+pub(super) async fn a_kept_nonce_key_meets_its_own_hash<S: TestStore>() {
     let store = S::default();
     let (a, b, c, d) = ([5u8; 64], [6u8; 64], [8u8; 64], [9u8; 64]);
-    let hashed = |mac| record(mac, "n1").with_nonce_key(super::nonce_key("key", "n1"));
-    // A carried key is what the store records: one carried for "x" is "x"'s.
-    let carried_x = record(&d, "n0").with_nonce_key(super::nonce_key("key", "x"));
+    let kept_n1 = super::LazyNonceKey::default();
+    let hashed = |mac| record(mac, "n1").with_nonce_key(&kept_n1);
+    // A kept key is what the store records: one kept for "x" is "x"'s.
+    let kept_x = super::LazyNonceKey::holding(super::nonce_key("key", "x"));
+    let carried_x = record(&d, "n0").with_nonce_key(&kept_x);
     assert_eq!(fresh(&store, &carried_x).await, Recorded::Fresh);
     let e = [10u8; 64];
     assert_eq!(
@@ -204,8 +207,8 @@ macro_rules! suite {
             }
 
             #[tokio::test]
-            async fn a_nonce_hashed_beforehand_meets_its_own_hash() {
-                conformance::a_nonce_hashed_beforehand_meets_its_own_hash::<$store>().await
+            async fn a_kept_nonce_key_meets_its_own_hash() {
+                conformance::a_kept_nonce_key_meets_its_own_hash::<$store>().await
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

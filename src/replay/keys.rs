@@ -3,6 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -274,6 +275,49 @@ pub(crate) fn nonce_key(key_id: &str, nonce: &str) -> u128 {
     u128::from(hasher.finish128()) | NONCE_KEY
 }
 
+/// Rule 2's key of one request, hashed the first time a store asks for it and kept for the
+/// next: a store that keys by it hashes once for its hint and its record, and a store that
+/// does not (a shared store, or none) pays nothing.
+///
+/// Not a `OnceLock`: its state change is a locked compare-and-swap on every request. Threads
+/// that race here store the same key ([`nonce_key`] is a function of its inputs under the
+/// process's one key), so no compare-and-swap is needed, and on x86 these loads and stores
+/// are plain moves.
+#[derive(Default)]
+pub(crate) struct LazyNonceKey {
+    low: AtomicU64,
+    high: AtomicU64,
+    hashed: AtomicBool,
+}
+
+impl LazyNonceKey {
+    /// The key of `key_id` and `nonce`, which must be the same every call.
+    pub(crate) fn get(&self, key_id: &str, nonce: &str) -> u128 {
+        if self.hashed.load(Ordering::Acquire) {
+            let (low, high) = (
+                self.low.load(Ordering::Relaxed),
+                self.high.load(Ordering::Relaxed),
+            );
+            return u128::from(high) << 64 | u128::from(low);
+        }
+        let key = nonce_key(key_id, nonce);
+        self.low.store(key as u64, Ordering::Relaxed);
+        self.high.store((key >> 64) as u64, Ordering::Relaxed);
+        self.hashed.store(true, Ordering::Release);
+        key
+    }
+
+    /// One that holds `key` already, whatever it is asked.
+    #[cfg(test)]
+    pub(crate) fn holding(key: u128) -> Self {
+        let lazy = LazyNonceKey::default();
+        lazy.low.store(key as u64, Ordering::Relaxed);
+        lazy.high.store((key >> 64) as u64, Ordering::Relaxed);
+        lazy.hashed.store(true, Ordering::Relaxed);
+        lazy
+    }
+}
+
 /// Keeps two locks off one cache line, so that two threads locking different shards (or
 /// stripes) do not contend for a line.
 #[repr(align(64))]
@@ -294,6 +338,15 @@ mod tests {
         assert_ne!(nonce_key("k", "n") & NONCE_KEY, 0);
         assert_ne!(nonce_key("k", "n"), nonce_key("kn", ""));
         assert_eq!(nonce_key("k", "n"), nonce_key("k", "n"));
+    }
+
+    #[test]
+    fn a_lazy_nonce_key_hashes_on_first_asking_and_keeps_it() {
+        let lazy = LazyNonceKey::default();
+        assert_eq!(lazy.get("k", "n"), nonce_key("k", "n"));
+        // Kept: what it is asked next is not hashed (the verifier asks with the same ids).
+        assert_eq!(lazy.get("other", "ids"), nonce_key("k", "n"));
+        assert_eq!(LazyNonceKey::holding(7).get("k", "n"), 7);
     }
 
     #[test]

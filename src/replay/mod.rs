@@ -24,7 +24,7 @@ mod moka;
 use async_trait::async_trait;
 
 pub use self::compact::{CompactReplayStore, CompactReplayStoreBuilder};
-pub(crate) use self::keys::nonce_key;
+pub(crate) use self::keys::{nonce_key, LazyNonceKey};
 pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
 use crate::psk::MAC_LEN;
 
@@ -50,17 +50,17 @@ pub struct ReplayRecord<'a> {
     pub now: i64,
     /// Whether rule 2 (one nonce per key) applies.
     pub unique_nonce: bool,
-    /// Rule 2's key, hashed once per request by the verifier, with the key id and nonce it was
-    /// hashed from: it holds only while the fields above still borrow those.
-    hashed: Option<HashedNonce<'a>>,
+    /// Rule 2's key, kept by the verifier for its request, with the key id and nonce it is
+    /// the key of: it holds only while the fields above still borrow those.
+    hashed: Option<KeptNonceKey<'a>>,
 }
 
-/// [`keys::nonce_key`] of a key id and a nonce.
+/// Where one request's rule-2 key is kept, and what it is the key of.
 #[derive(Clone, Copy)]
-struct HashedNonce<'a> {
+struct KeptNonceKey<'a> {
     key_id: &'a str,
     nonce: &'a str,
-    key: u128,
+    key: &'a LazyNonceKey,
 }
 
 impl<'a> ReplayRecord<'a> {
@@ -83,10 +83,10 @@ impl<'a> ReplayRecord<'a> {
         }
     }
 
-    /// A record whose rule-2 key was hashed beforehand (with [`nonce_key`]), so that the
-    /// hint and the record of one request do not hash it again each.
-    pub(crate) fn with_nonce_key(mut self, key: u128) -> Self {
-        self.hashed = Some(HashedNonce {
+    /// A record whose rule-2 key is kept in `key`, so that the hint and the record of one
+    /// request (and the check of its window after) do not hash it again each.
+    pub(crate) fn with_nonce_key(mut self, key: &'a LazyNonceKey) -> Self {
+        self.hashed = Some(KeptNonceKey {
             key_id: self.key_id,
             nonce: self.nonce,
             key,
@@ -94,16 +94,16 @@ impl<'a> ReplayRecord<'a> {
         self
     }
 
-    /// Rule 2's key: the one hashed beforehand, while the key id and nonce are still the
-    /// slices it was hashed from (a `&str` borrowed for `'a` cannot change under it, and the
-    /// fields are public), else hashed now.
+    /// Rule 2's key: the kept one, while the key id and nonce are still the slices it is the
+    /// key of (a `&str` borrowed for `'a` cannot change under it, and the fields are public),
+    /// else hashed now.
     pub(crate) fn nonce_key(&self) -> u128 {
         match self.hashed {
-            Some(hashed)
-                if std::ptr::eq(hashed.key_id, self.key_id)
-                    && std::ptr::eq(hashed.nonce, self.nonce) =>
+            Some(kept)
+                if std::ptr::eq(kept.key_id, self.key_id)
+                    && std::ptr::eq(kept.nonce, self.nonce) =>
             {
-                hashed.key
+                kept.key.get(self.key_id, self.nonce)
             }
             _ => nonce_key(self.key_id, self.nonce),
         }
@@ -226,12 +226,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_carried_nonce_key_is_taken_only_for_the_slices_it_was_hashed_from() {
+    fn a_kept_nonce_key_is_taken_only_for_the_slices_it_is_the_key_of() {
         const CARRIED: u128 = 42;
+        let kept = LazyNonceKey::holding(CARRIED);
         let mac = [1u8; MAC_LEN];
         let ids = String::from("key-1n1");
         let (key_id, nonce) = ids.split_at(5);
-        let carried = ReplayRecord::new(key_id, nonce, &mac, 10, 0).with_nonce_key(CARRIED);
+        let carried = ReplayRecord::new(key_id, nonce, &mac, 10, 0).with_nonce_key(&kept);
         assert_eq!(carried.nonce_key(), CARRIED);
         for changed in [
             ReplayRecord {
