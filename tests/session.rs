@@ -392,6 +392,45 @@ async fn api_keys_may_not_call_the_user_routes_but_users_may() {
 }
 
 #[tokio::test]
+async fn a_request_with_neither_credential_is_told_both_ways_in() {
+    let app = test_app();
+    let challenges = |authorization: Option<&str>| {
+        let mut request = Request::get("/accounts/2");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = app
+            .router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap());
+        async move {
+            let response = response.await.unwrap();
+            let values = response.headers().get_all("www-authenticate");
+            let values = values
+                .iter()
+                .map(|value| value.to_str().unwrap().to_owned());
+            (response.status(), values.collect::<Vec<_>>())
+        }
+    };
+    for neither in [None, Some("Bearer abc")] {
+        let (status, named) = challenges(neither).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(named, ["ARMOR-PSK", "FH-AUTH"], "{neither:?}");
+    }
+    // A credential of one scheme that failed is that scheme's alone.
+    let malformed = challenges(Some("ARMOR-PSK nonsense")).await;
+    assert_eq!(
+        malformed,
+        (StatusCode::BAD_REQUEST, vec!["ARMOR-PSK".to_owned()])
+    );
+    let unknown_token = challenges(Some("FH-AUTH no-such-token")).await;
+    assert_eq!(
+        unknown_token,
+        (StatusCode::UNAUTHORIZED, vec!["FH-AUTH".to_owned()])
+    );
+}
+
+#[tokio::test]
 async fn the_policy_is_configurable() {
     let clock = ManualClock::new(NOW);
     let sessions = Sessions::builder(Default::default()).build();

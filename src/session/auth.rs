@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Request, Response};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use futures_util::future::Either;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -97,7 +97,8 @@ struct Shared {
 
 /// Accepts both of the Armor API's schemes on one router: `Authorization: ARMOR-PSK …`
 /// through the given [`VerifyPskLayer`](crate::VerifyPskLayer), `Authorization: FH-AUTH <token>` through
-/// [`Sessions`].
+/// [`Sessions`]. A request with neither gets 401 `missing_credentials` with a
+/// `WWW-Authenticate` challenge for each.
 ///
 /// After authentication it refuses, with 403 `forbidden_for_api_key`, an API key calling a
 /// route of the [`RoutePolicy`] (the Armor list by default; users may call them); it checks
@@ -224,7 +225,18 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let Some(token) = fh_auth_token(request.headers()).map(str::to_owned) else {
-            return Box::pin(call_when_ready(self.psk.clone(), request));
+            // With no credentials of either kind, the signing side's 401 names its scheme:
+            // FH-AUTH is named beside it, as the other way in.
+            let neither = !self.psk.scheme().recognizes(request.headers());
+            let answer = call_when_ready(self.psk.clone(), request);
+            return Box::pin(async move {
+                let mut response = answer.await?;
+                if neither && response.status() == StatusCode::UNAUTHORIZED {
+                    let challenge = HeaderValue::from_static(FH_AUTH);
+                    response.headers_mut().append(WWW_AUTHENTICATE, challenge);
+                }
+                Ok(response)
+            });
         };
         let (inner, shared) = (self.inner.clone(), Arc::clone(&self.shared));
         Box::pin(async move {
