@@ -11,6 +11,8 @@
 //!   requests through the same harness to the no-op service without the layer (building the
 //!   response and dropping the request), so that the layer's own cost can be read apart from
 //!   the harness's ("net of bare_service");
+//! - `clock`: one read of `SystemClock` (the layer's clock, which reads twice a bodiless
+//!   request), beside one read of the precise wall clock it replaced (`SystemTime::now`);
 //! - `verify_body`: 1 KiB, 64 KiB and 1 MiB bodies through the layer, with only the `digest`
 //!   form configured, and with every form while the request was signed `raw` (so the digest is
 //!   tried first, then the raw form), against the floor of one SHA-512 pass over the body.
@@ -23,8 +25,9 @@ mod null_store;
 
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use armor_psk::clock::{Clock, SystemClock};
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::psk::{macs_equal, BodyForm, BodyForms, Credential, SigningString, MAC_LEN};
 use armor_psk::replay::{CompactReplayStore, MokaReplayStore, ReplayStore, DEFAULT_CAPACITY};
@@ -182,6 +185,20 @@ fn parse(c: &mut Criterion) {
     short(&mut group);
     group.bench_function("credential", |b| {
         b.iter(|| Credential::parse(black_box(&header)))
+    });
+    group.finish();
+}
+
+fn clock(c: &mut Criterion) {
+    let mut group = c.benchmark_group("clock");
+    short(&mut group);
+    group.bench_function("system_clock", |b| b.iter(|| SystemClock.now_unix()));
+    group.bench_function("precise", |b| {
+        b.iter(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|since| since.as_secs())
+        })
     });
     group.finish();
 }
@@ -678,7 +695,7 @@ fn verify_body(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, verify_small, verify_body);
+criterion_group!(benches, parse, clock, verify_small, verify_body);
 
 fn main() {
     let filter = std::env::args()

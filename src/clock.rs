@@ -15,10 +15,10 @@ pub trait Clock: Send + Sync + 'static {
 ///
 /// On Linux it is read at the kernel tick's resolution (`CLOCK_REALTIME_COARSE`: the time of
 /// the last tick, which the kernel keeps where the read needs no system call), so it is at
-/// most one tick (1 to 10 ms) behind. A verifier that reads the clock twice a request and works
-/// in whole seconds needs no more, and the precise read costs about 30 ns in a virtual machine
-/// (the time stamp counter) where this one costs about 3. Elsewhere, or should that clock be
-/// refused, it is [`SystemTime::now`].
+/// most one tick (1 to 10 ms) behind. A verifier that reads the clock twice a request (four
+/// times for one with a body) and works in whole seconds needs no more, and the precise read costs about 30 ns in a virtual machine
+/// (the time stamp counter) where this one costs about 3 (`cargo bench --bench verify --
+/// clock`). Elsewhere, or should that clock be refused, it is [`SystemTime::now`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -40,17 +40,20 @@ fn precise_unix_seconds() -> i64 {
 fn coarse_unix_seconds() -> Option<i64> {
     #[cfg(target_os = "linux")]
     {
-        let mut now = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+        // Not a struct literal: some of libc's configurations give `timespec` padding fields.
+        let mut now = std::mem::MaybeUninit::<libc::timespec>::uninit();
         // SAFETY: `clock_gettime` writes one `timespec` through the pointer, which points at
-        // a local of that type; it reads nothing else.
-        let status = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) };
+        // a local of that type, and reads nothing through it.
+        let status = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, now.as_mut_ptr()) };
+        if status != 0 {
+            return None;
+        }
+        // SAFETY: a `clock_gettime` that returned 0 has written the whole `timespec`.
+        let now = unsafe { now.assume_init() };
         // `time_t` is 32 bits on some Linux targets.
         #[allow(clippy::useless_conversion)]
         let seconds = i64::from(now.tv_sec);
-        (status == 0).then_some(seconds)
+        Some(seconds)
     }
     #[cfg(not(target_os = "linux"))]
     None

@@ -403,14 +403,7 @@ async fn a_request_with_neither_credential_is_told_both_ways_in() {
             .router
             .clone()
             .oneshot(request.body(Body::empty()).unwrap());
-        async move {
-            let response = response.await.unwrap();
-            let values = response.headers().get_all("www-authenticate");
-            let values = values
-                .iter()
-                .map(|value| value.to_str().unwrap().to_owned());
-            (response.status(), values.collect::<Vec<_>>())
-        }
+        async move { challenges_of(&response.await.unwrap()) }
     };
     for neither in [None, Some("Bearer abc")] {
         let (status, named) = challenges(neither).await;
@@ -428,6 +421,45 @@ async fn a_request_with_neither_credential_is_told_both_ways_in() {
         unknown_token,
         (StatusCode::UNAUTHORIZED, vec!["FH-AUTH".to_owned()])
     );
+    // A signed request refused with a 401 of its own names its scheme alone too.
+    let wrong = Signer::new(OPEN_KEY_ID, "wrong")
+        .unwrap()
+        .clock(app.clock.clone());
+    let mut request = Request::get("/accounts/2").body(Vec::new()).unwrap();
+    wrong.sign(&mut request).unwrap();
+    let response = app.router.clone().oneshot(request.map(Body::from)).await;
+    assert_eq!(
+        challenges_of(&response.unwrap()),
+        (StatusCode::UNAUTHORIZED, vec!["ARMOR-PSK".to_owned()])
+    );
+}
+
+/// A response's status and its `WWW-Authenticate` challenges, in order.
+fn challenges_of<B>(response: &http::Response<B>) -> (StatusCode, Vec<String>) {
+    let values = response.headers().get_all("www-authenticate").iter();
+    let named = values.map(|value| value.to_str().unwrap().to_owned());
+    (response.status(), named.collect())
+}
+
+#[tokio::test]
+async fn a_refusal_that_names_fh_auth_already_is_not_given_a_second_challenge() {
+    let sessions = Sessions::builder(Default::default()).build();
+    let keys = MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
+    let psk = VerifyPskLayer::new(keys).on_rejection(|rejection: &armor_psk::Rejection| {
+        let mut response = rejection.to_response();
+        response.headers_mut().append(
+            "www-authenticate",
+            http::HeaderValue::from_static("fh-auth"),
+        );
+        response
+    });
+    let app = Router::new()
+        .fallback(|| async { "hello" })
+        .layer(ArmorAuthLayer::new(psk, sessions));
+    let request = Request::get("/accounts/2").body(Body::empty()).unwrap();
+    let response = app.oneshot(request).await.unwrap();
+    let named = ["ARMOR-PSK", "fh-auth"].map(str::to_owned).to_vec();
+    assert_eq!(challenges_of(&response), (StatusCode::UNAUTHORIZED, named));
 }
 
 #[tokio::test]

@@ -84,7 +84,9 @@ impl<'a> ReplayRecord<'a> {
     }
 
     /// A record whose rule-2 key is kept in `key`, so that the hint and the record of one
-    /// request (and the check of its window after) do not hash it again each.
+    /// request do not hash it again each. `key` must belong to this key id and nonce alone:
+    /// every record given it must carry the same two (the verifier keeps one per claim), since
+    /// it is filled from whichever record asks first.
     pub(crate) fn with_nonce_key(mut self, key: &'a LazyNonceKey) -> Self {
         self.hashed = Some(KeptNonceKey {
             key_id: self.key_id,

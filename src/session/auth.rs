@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Request, Response};
 use futures_util::future::Either;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -98,7 +98,8 @@ struct Shared {
 /// Accepts both of the Armor API's schemes on one router: `Authorization: ARMOR-PSK …`
 /// through the given [`VerifyPskLayer`](crate::VerifyPskLayer), `Authorization: FH-AUTH <token>` through
 /// [`Sessions`]. A request with neither gets 401 `missing_credentials` with a
-/// `WWW-Authenticate` challenge for each.
+/// `WWW-Authenticate` challenge for each (FH-AUTH's is added to the response the signing
+/// layer's `on_rejection` made for `missing_credentials`, unless that names it already).
 ///
 /// After authentication it refuses, with 403 `forbidden_for_api_key`, an API key calling a
 /// route of the [`RoutePolicy`] (the Armor list by default; users may call them); it checks
@@ -225,18 +226,8 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let Some(token) = fh_auth_token(request.headers()).map(str::to_owned) else {
-            // With no credentials of either kind, the signing side's 401 names its scheme:
-            // FH-AUTH is named beside it, as the other way in.
-            let neither = !self.psk.scheme().recognizes(request.headers());
             let answer = call_when_ready(self.psk.clone(), request);
-            return Box::pin(async move {
-                let mut response = answer.await?;
-                if neither && response.status() == StatusCode::UNAUTHORIZED {
-                    let challenge = HeaderValue::from_static(FH_AUTH);
-                    response.headers_mut().append(WWW_AUTHENTICATE, challenge);
-                }
-                Ok(response)
-            });
+            return Box::pin(async move { answer.await.map(name_fh_auth_when_missing) });
         };
         let (inner, shared) = (self.inner.clone(), Arc::clone(&self.shared));
         Box::pin(async move {
@@ -250,6 +241,30 @@ where
             }
         })
     }
+}
+
+/// With no credential of either kind, the signing side refuses with `missing_credentials` and
+/// names its own scheme: FH-AUTH is named beside it, as the other way in (unless the refusal's
+/// response, from the layer's `on_rejection`, names it already).
+fn name_fh_auth_when_missing(mut response: Response<Body>) -> Response<Body> {
+    let missing = matches!(
+        response.extensions().get::<Rejection>(),
+        Some(Rejection::MissingCredentials)
+    );
+    let named = response
+        .headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .any(|challenge| {
+            challenge
+                .as_bytes()
+                .eq_ignore_ascii_case(FH_AUTH.as_bytes())
+        });
+    if missing && !named {
+        let challenge = HeaderValue::from_static(FH_AUTH);
+        response.headers_mut().append(WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 async fn call_when_ready<S, R>(mut service: S, request: R) -> Result<S::Response, S::Error>

@@ -78,10 +78,6 @@ impl<S, Sch> Verify<S, Sch> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-
-    pub(crate) fn scheme(&self) -> &Sch {
-        &self.config.scheme
-    }
 }
 
 impl<S: fmt::Debug, Sch: fmt::Debug> fmt::Debug for Verify<S, Sch> {
