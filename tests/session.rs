@@ -449,7 +449,7 @@ async fn a_refusal_that_names_fh_auth_already_is_not_given_a_second_challenge() 
         let mut response = rejection.to_response();
         response.headers_mut().append(
             "www-authenticate",
-            http::HeaderValue::from_static("fh-auth"),
+            http::HeaderValue::from_static("Bearer realm=\"x\", fh-auth"),
         );
         response
     });
@@ -458,8 +458,30 @@ async fn a_refusal_that_names_fh_auth_already_is_not_given_a_second_challenge() 
         .layer(ArmorAuthLayer::new(psk, sessions));
     let request = Request::get("/accounts/2").body(Body::empty()).unwrap();
     let response = app.oneshot(request).await.unwrap();
-    let named = ["ARMOR-PSK", "fh-auth"].map(str::to_owned).to_vec();
-    assert_eq!(challenges_of(&response), (StatusCode::UNAUTHORIZED, named));
+    let named = ["ARMOR-PSK", "Bearer realm=\"x\", fh-auth"].map(str::to_owned);
+    assert_eq!(
+        challenges_of(&response),
+        (StatusCode::UNAUTHORIZED, named.to_vec())
+    );
+}
+
+#[tokio::test]
+async fn a_routes_own_missing_credentials_is_left_as_it_is() {
+    let clock = ManualClock::new(NOW);
+    let sessions = Sessions::builder(Default::default()).build();
+    let keys = MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
+    let psk = VerifyPskLayer::new(keys).clock(clock.clone());
+    let app = Router::new()
+        .fallback(|| async { armor_psk::Rejection::MissingCredentials })
+        .layer(ArmorAuthLayer::new(psk, sessions));
+    let signer = Signer::new(KEY_ID, SECRET).unwrap().clock(clock);
+    let mut request = Request::get("/accounts/2").body(Vec::new()).unwrap();
+    signer.sign(&mut request).unwrap();
+    let response = app.oneshot(request.map(Body::from)).await.unwrap();
+    assert_eq!(
+        challenges_of(&response),
+        (StatusCode::UNAUTHORIZED, vec!["ARMOR-PSK".to_owned()])
+    );
 }
 
 #[tokio::test]

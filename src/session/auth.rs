@@ -5,11 +5,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::FromRequestParts;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Request, Response};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use futures_util::future::Either;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -98,8 +98,8 @@ struct Shared {
 /// Accepts both of the Armor API's schemes on one router: `Authorization: ARMOR-PSK …`
 /// through the given [`VerifyPskLayer`](crate::VerifyPskLayer), `Authorization: FH-AUTH <token>` through
 /// [`Sessions`]. A request with neither gets 401 `missing_credentials` with a
-/// `WWW-Authenticate` challenge for each (FH-AUTH's is added to the response the signing
-/// layer's `on_rejection` made for `missing_credentials`, unless that names it already).
+/// `WWW-Authenticate` challenge for each (FH-AUTH's is added to the 401 the signing layer's
+/// `on_rejection` made for `missing_credentials`, unless that names it already).
 ///
 /// After authentication it refuses, with 403 `forbidden_for_api_key`, an API key calling a
 /// route of the [`RoutePolicy`] (the Armor list by default; users may call them); it checks
@@ -126,8 +126,12 @@ impl<Sch> Clone for ArmorAuthLayer<Sch> {
 
 impl<Sch> ArmorAuthLayer<Sch> {
     /// Both ways in, the Armor route policy, and no account list for keys.
-    pub fn new(psk: VerifyLayer<Sch>, sessions: Sessions) -> Self {
+    pub fn new(psk: VerifyLayer<Sch>, sessions: Sessions) -> Self
+    where
+        Sch: Clone,
+    {
         let on_rejection = Arc::clone(&psk.config.on_rejection);
+        let psk = psk.on_rejection(NamingFhAuth(Arc::clone(&on_rejection)));
         ArmorAuthLayer {
             psk,
             shared: Arc::new(Shared {
@@ -226,8 +230,7 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let Some(token) = fh_auth_token(request.headers()).map(str::to_owned) else {
-            let answer = call_when_ready(self.psk.clone(), request);
-            return Box::pin(async move { answer.await.map(name_fh_auth_when_missing) });
+            return Box::pin(call_when_ready(self.psk.clone(), request));
         };
         let (inner, shared) = (self.inner.clone(), Arc::clone(&self.shared));
         Box::pin(async move {
@@ -243,28 +246,34 @@ where
     }
 }
 
-/// With no credential of either kind, the signing side refuses with `missing_credentials` and
-/// names its own scheme: FH-AUTH is named beside it, as the other way in (unless the refusal's
-/// response, from the layer's `on_rejection`, names it already).
-fn name_fh_auth_when_missing(mut response: Response<Body>) -> Response<Body> {
-    let missing = matches!(
-        response.extensions().get::<Rejection>(),
-        Some(Rejection::MissingCredentials)
-    );
-    let named = response
-        .headers()
-        .get_all(WWW_AUTHENTICATE)
-        .iter()
-        .any(|challenge| {
-            challenge
-                .as_bytes()
-                .eq_ignore_ascii_case(FH_AUTH.as_bytes())
-        });
-    if missing && !named {
-        let challenge = HeaderValue::from_static(FH_AUTH);
-        response.headers_mut().append(WWW_AUTHENTICATE, challenge);
+/// The signing layer's refusals, as its own `on_rejection` makes them, but with FH-AUTH named
+/// beside the signing scheme when a request brought neither credential: the other way in.
+struct NamingFhAuth(Arc<dyn OnRejection>);
+
+impl OnRejection for NamingFhAuth {
+    fn on_rejection(&self, rejection: &Rejection) -> Response<Bytes> {
+        let mut response = self.0.on_rejection(rejection);
+        let challenges = response.headers().get_all(WWW_AUTHENTICATE);
+        let named = challenges.iter().any(names_fh_auth);
+        if matches!(rejection, Rejection::MissingCredentials)
+            && response.status() == StatusCode::UNAUTHORIZED
+            && !named
+        {
+            let challenge = HeaderValue::from_static(FH_AUTH);
+            response.headers_mut().append(WWW_AUTHENTICATE, challenge);
+        }
+        response
     }
-    response
+}
+
+/// Whether a `WWW-Authenticate` value holds an FH-AUTH challenge (among others, separated by
+/// commas, perhaps with parameters).
+fn names_fh_auth(value: &HeaderValue) -> bool {
+    let value = String::from_utf8_lossy(value.as_bytes());
+    value.split(',').any(|element| {
+        let scheme = element.split_whitespace().next();
+        scheme.is_some_and(|scheme| scheme.eq_ignore_ascii_case(FH_AUTH))
+    })
 }
 
 async fn call_when_ready<S, R>(mut service: S, request: R) -> Result<S::Response, S::Error>
