@@ -301,19 +301,21 @@ impl LazyNonceKey {
             return u128::from(high) << 64 | u128::from(low);
         }
         let key = nonce_key(key_id, nonce);
+        self.keep(key);
+        key
+    }
+
+    fn keep(&self, key: u128) {
         self.low.store(key as u64, Ordering::Relaxed);
         self.high.store((key >> 64) as u64, Ordering::Relaxed);
         self.hashed.store(true, Ordering::Release);
-        key
     }
 
     /// One that holds `key` already, whatever it is asked.
     #[cfg(test)]
     pub(crate) fn holding(key: u128) -> Self {
         let lazy = LazyNonceKey::default();
-        lazy.low.store(key as u64, Ordering::Relaxed);
-        lazy.high.store((key >> 64) as u64, Ordering::Relaxed);
-        lazy.hashed.store(true, Ordering::Relaxed);
+        lazy.keep(key);
         lazy
     }
 }

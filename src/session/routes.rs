@@ -221,8 +221,8 @@ async fn authorize(
     let throttle = &sessions.inner.throttle;
     let now = sessions.now();
     // Usernames are logged escaped (`?`): one with a line break would forge a log line.
-    let period = match throttle.begin_attempt(&request.username, now) {
-        Ok(period) => period,
+    let attempt = match throttle.begin_attempt(&request.username, now) {
+        Ok(attempt) => attempt,
         Err(retry_after_secs) => {
             tracing::info!(username = ?request.username, "sign-in throttled");
             return Err(AuthEndpointError::TooManyAttempts { retry_after_secs });
@@ -237,7 +237,7 @@ async fn authorize(
         tracing::info!(username = ?request.username, "sign-in refused");
         return Err(AuthEndpointError::InvalidCredentials);
     };
-    throttle.succeeded(&request.username, period);
+    throttle.succeeded(attempt);
     // URL-safe: a client that puts the code in a form without encoding it (`curl -d
     // "code=…"`) would send a `+` as a space.
     let code = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());

@@ -454,6 +454,14 @@ pub(crate) struct Throttle {
 /// default limit of 5: a flood can throttle usernames it does not know.
 pub(crate) const THROTTLE_COUNTS: usize = 1 << 16;
 
+/// A try [`Throttle::begin_attempt`] counted: where its count is, and the last second of the
+/// period it was counted in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt {
+    at: usize,
+    period: i64,
+}
+
 /// The tries in the current period, and the period's last second.
 #[derive(Clone, Copy)]
 struct Tries {
@@ -478,26 +486,30 @@ impl Throttle {
 
     /// Counts one more try for `username` before its password is checked, so that concurrent
     /// guesses cannot all pass a check made before any of them failed; a success takes its try
-    /// back ([`succeeded`](Self::succeeded)). The period the try was counted in (its last
-    /// second), or `Err(seconds to wait)` when the tries of this period are used up.
-    pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<i64, i64> {
+    /// back ([`succeeded`](Self::succeeded)). The try, or `Err(seconds to wait)` when the tries
+    /// of this period are used up.
+    pub(crate) fn begin_attempt(&self, username: &str, now: i64) -> Result<Attempt, i64> {
         let at = self.count_of(username);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let (next, wait) = self.count(counts[at], now);
         counts[at] = next;
-        wait.map_or(Ok(next.until), Err)
+        match wait {
+            Some(wait) => Err(wait),
+            None => Ok(Attempt {
+                at,
+                period: next.until,
+            }),
+        }
     }
 
-    /// A sign-in of `username`, counted in the period ending at `period`, succeeded: its own
-    /// try is taken back, and the failures before it still count. Nothing is taken back once
-    /// another period has begun: that count is of other tries. (Clearing the count would
-    /// clear it for every username that shares it: one user signing in often would give a
-    /// guesser at another fresh tries.)
-    pub(crate) fn succeeded(&self, username: &str, period: i64) {
-        let at = self.count_of(username);
+    /// The sign-in `attempt` succeeded: its own try is taken back, and the failures before it
+    /// still count. Nothing is taken back once another period has begun: that count is of
+    /// other tries. (Clearing the count would clear it for every username that shares it: one
+    /// user signing in often would give a guesser at another fresh tries.)
+    pub(crate) fn succeeded(&self, attempt: Attempt) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let tries = &mut counts[at];
-        if tries.until == period {
+        let tries = &mut counts[attempt.at];
+        if tries.until == attempt.period {
             tries.count = tries.count.saturating_sub(1);
         }
     }
@@ -731,8 +743,15 @@ mod tests {
     fn throttles_after_the_limit_until_the_period_ends() {
         let throttle = Throttle::new(3, 900);
         assert_eq!(tries_left(&throttle, "Ann", 1_000, 1_900), 3);
-        assert_eq!(throttle.begin_attempt("ann", 1_500), Err(401));
-        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(2_801));
+        assert_eq!(begin(&throttle, "ann", 1_500), Err(401));
+        assert_eq!(begin(&throttle, "ann", 1_901), Ok(2_801));
+    }
+
+    /// A try of `name` at `now`: the period it was counted in, or the seconds to wait.
+    fn begin(throttle: &Throttle, name: &str, now: i64) -> Result<i64, i64> {
+        throttle
+            .begin_attempt(name, now)
+            .map(|attempt| attempt.period)
     }
 
     /// The tries `name` has left at `now`, each counted in the period ending at `period`, and
@@ -740,7 +759,7 @@ mod tests {
     fn tries_left(throttle: &Throttle, name: &str, now: i64, period: i64) -> usize {
         let mut left = 0;
         loop {
-            match throttle.begin_attempt(name, now) {
+            match begin(throttle, name, now) {
                 Ok(counted_in) => assert_eq!(counted_in, period),
                 Err(wait) => {
                     assert_eq!(wait, period - now + 1);
@@ -754,9 +773,9 @@ mod tests {
     #[test]
     fn a_success_takes_back_its_own_try_only() {
         let throttle = Throttle::new(3, 900);
-        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(1_900));
-        let period = throttle.begin_attempt("ann", 1_000).unwrap();
-        throttle.succeeded("ann", period);
+        assert_eq!(begin(&throttle, "ann", 1_000), Ok(1_900));
+        let attempt = throttle.begin_attempt("ann", 1_000).unwrap();
+        throttle.succeeded(attempt);
         // One failure counted, and the success's try taken back: two more, then 429.
         assert_eq!(tries_left(&throttle, "ann", 1_001, 1_900), 2);
     }
@@ -764,10 +783,10 @@ mod tests {
     #[test]
     fn a_success_takes_nothing_back_from_a_later_period() {
         let throttle = Throttle::new(3, 900);
-        let period = throttle.begin_attempt("ann", 1_000).unwrap();
+        let attempt = throttle.begin_attempt("ann", 1_000).unwrap();
         // The check took the period's end: a guess opens the next period meanwhile.
-        assert_eq!(throttle.begin_attempt("ann", 1_901), Ok(2_801));
-        throttle.succeeded("ann", period);
+        assert_eq!(begin(&throttle, "ann", 1_901), Ok(2_801));
+        throttle.succeeded(attempt);
         assert_eq!(tries_left(&throttle, "ann", 1_901, 2_801), 2);
     }
 
@@ -784,14 +803,14 @@ mod tests {
             .unwrap();
         for name in ["ann", other.as_str()] {
             for _ in 0..3 {
-                assert_eq!(throttle.begin_attempt(name, 1_000), Ok(1_900));
+                assert_eq!(begin(&throttle, name, 1_000), Ok(1_900));
             }
         }
         for name in 0..150_000 {
-            let _ = throttle.begin_attempt(&format!("junk{name}"), 1_000);
+            let _ = begin(&throttle, &format!("junk{name}"), 1_000);
         }
         for name in ["ann", other.as_str()] {
-            assert_eq!(throttle.begin_attempt(name, 1_001), Err(900), "{name}");
+            assert_eq!(begin(&throttle, name, 1_001), Err(900), "{name}");
         }
     }
 
@@ -800,9 +819,9 @@ mod tests {
         // A period of 0 (or less) would restart the count at every try; a limit of 0 still
         // let one try through.
         let throttle = Throttle::new(0, 0);
-        assert_eq!(throttle.begin_attempt("ann", 1_000), Ok(1_001));
-        assert_eq!(throttle.begin_attempt("ann", 1_000), Err(2));
-        assert_eq!(throttle.begin_attempt("ann", 1_001), Err(1));
-        assert_eq!(throttle.begin_attempt("ann", 1_002), Ok(1_003));
+        assert_eq!(begin(&throttle, "ann", 1_000), Ok(1_001));
+        assert_eq!(begin(&throttle, "ann", 1_000), Err(2));
+        assert_eq!(begin(&throttle, "ann", 1_001), Err(1));
+        assert_eq!(begin(&throttle, "ann", 1_002), Ok(1_003));
     }
 }
