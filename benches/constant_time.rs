@@ -6,7 +6,8 @@
 //! says none was found with this many samples (not a proof).
 //!
 //! - `mac_equal_vs_first_byte` and `mac_equal_vs_last_byte`: the comparison the verifier makes
-//!   (the keyed HMAC-SHA512 state finalised, then `psk::macs_equal`, as in `src/psk/signing.rs`), with
+//!   (the keyed HMAC-SHA512 state finalised and compared by `psk::mac_matches`, as in
+//!   `src/psk/signing.rs`), with
 //!   the received tag equal to the right one against one differing in its first or last byte;
 //! - `layer_first_vs_last_byte`: a whole request through `VerifyPsk` whose MAC differs from
 //!   the right one in a random bit of the first byte against one of the last byte (both
@@ -27,7 +28,7 @@ use std::hint::black_box;
 
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::MemoryKeyStore;
-use armor_psk::psk::{macs_equal, BodyForm, Credential, HmacSha512, SigningString, MAC_LEN};
+use armor_psk::psk::{mac_matches, BodyForm, Credential, HmacSha512, SigningString, MAC_LEN};
 use armor_psk::verify::VerifiedBody;
 use armor_psk::VerifyPskLayer;
 use bytes::Bytes;
@@ -68,12 +69,9 @@ fn tags(at: usize) -> ([u8; MAC_LEN], [u8; MAC_LEN]) {
     (right, wrong)
 }
 
-/// The verifier's comparison: the keyed state over the signing string, then `macs_equal`.
+/// The verifier's comparison: the keyed state over the signing string, then `mac_matches`.
 fn verify(prefix: &HmacSha512, tag: &[u8; MAC_LEN]) -> bool {
-    macs_equal(
-        &prefix.clone().finalize().into_bytes().into(),
-        black_box(tag),
-    )
+    mac_matches(prefix.clone(), black_box(tag))
 }
 
 fn classes(rng: &mut BenchRng) -> Vec<Class> {

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use armor_psk::clock::{Clock, SystemClock};
 use armor_psk::key_store::MemoryKeyStore;
-use armor_psk::psk::{macs_equal, BodyForm, BodyForms, Credential, SigningString, MAC_LEN};
+use armor_psk::psk::{mac_matches, BodyForm, BodyForms, Credential, SigningString, MAC_LEN};
 use armor_psk::replay::{CompactReplayStore, MokaReplayStore, ReplayStore, DEFAULT_CAPACITY};
 use armor_psk::verify::VerifiedBody;
 use armor_psk::{Signer, VerifyPskLayer};
@@ -221,7 +221,7 @@ impl Floor {
         let mut mac = self.keyed.clone();
         mac.update(signing.as_bytes());
         let sent: &[u8; MAC_LEN] = decoded[..length].try_into().expect("64 bytes");
-        macs_equal(&mac.finalize().into_bytes().into(), sent)
+        mac_matches(mac, sent)
     }
 
     /// The signature and signing string of a freshly signed `GET`.

@@ -56,7 +56,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use armor_psk::key_store::MemoryKeyStore;
-use armor_psk::psk::{macs_equal, Credential, HmacSha512, SigningString};
+use armor_psk::psk::{mac_matches, Credential, HmacSha512, SigningString};
 use armor_psk::replay::{CompactReplayStore, MokaReplayStore, DEFAULT_CAPACITY};
 use armor_psk::{Signer, VerifyPskLayer};
 use axum::http::Request;
@@ -251,8 +251,7 @@ impl FloorLayer {
                     nonce: credential.nonce(),
                     timestamp: credential.timestamp(),
                 };
-                let mac = signing.keyed_prefix(&self.keyed).finalize().into_bytes();
-                macs_equal(&mac.into(), credential.mac())
+                mac_matches(signing.keyed_prefix(&self.keyed), credential.mac())
             })
     }
 }

@@ -25,5 +25,6 @@ pub(crate) use scheme::signed_path;
 pub use scheme::{ArmorPsk, PskClaim, DEFAULT_WINDOW};
 pub(crate) use signing::verify_forms;
 pub use signing::{
-    body_digest, macs_equal, BodyForm, BodyForms, HmacSha512, SigningString, UnknownBodyForm,
+    body_digest, mac_matches, macs_equal, BodyForm, BodyForms, HmacSha512, SigningString,
+    UnknownBodyForm,
 };

@@ -154,9 +154,8 @@ impl Scheme for ArmorPsk {
         let credential =
             Credential::parse_bytes(value.as_bytes()).map_err(Rejection::MalformedCredentials)?;
         self.check_window(credential.timestamp(), now)?;
-        let (key_id, nonce) = (credential.key_id(), credential.nonce());
         Ok(PskClaim {
-            ids: KeyAndNonce::new(key_id, nonce),
+            ids: KeyAndNonce::new(credential.key_id(), credential.nonce()),
             timestamp: credential.timestamp(),
             mac: *credential.mac(),
             nonce_key: LazyNonceKey::default(),
@@ -216,11 +215,12 @@ impl Scheme for ArmorPsk {
             expires_at,
             now,
         );
-        Ok(Some(if self.unique_nonce {
-            record.with_nonce_key(&claim.nonce_key)
-        } else {
-            record.unique_nonce(false)
-        }))
+        // The kept key is asked for only while rule 2 is on.
+        Ok(Some(
+            record
+                .unique_nonce(self.unique_nonce)
+                .with_nonce_key(&claim.nonce_key),
+        ))
     }
 
     fn identity(&self, claim: PskClaim, form: BodyForm) -> VerifiedKey {

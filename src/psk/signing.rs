@@ -238,7 +238,7 @@ pub(crate) fn verify_forms<B: AsRef<[u8]>>(
     let matches = |form| {
         let mut mac = prefix.clone();
         feed_body(&mut mac, form, body);
-        macs_equal(&mac.finalize().into_bytes().into(), tag)
+        mac_matches(mac, tag)
     };
     if body.iter().all(|chunk| chunk.as_ref().is_empty()) {
         let unsigned = [BodyForm::Empty, BodyForm::Raw]
@@ -250,6 +250,28 @@ pub(crate) fn verify_forms<B: AsRef<[u8]>>(
             .find(|form| matches(*form));
     }
     forms.iter().find(|form| matches(*form))
+}
+
+/// Whether the HMAC state `mac`, fed its whole message, ends in `tag`: the verifier's check of
+/// a signature, comparing with [`macs_equal`].
+///
+/// ```
+/// use armor_psk::psk::{mac_matches, HmacSha512, SigningString, BodyForm};
+/// use hmac::Mac;
+///
+/// let keyed = HmacSha512::new_from_slice(b"secret").unwrap();
+/// let parts = SigningString {
+///     key_id: "key",
+///     method: "GET",
+///     path: "/accounts/2",
+///     nonce: "n1",
+///     timestamp: 1_528_140_529,
+/// };
+/// let tag = parts.sign::<&[u8]>(&keyed, BodyForm::Empty, &[]);
+/// assert!(mac_matches(parts.keyed_prefix(&keyed), &tag));
+/// ```
+pub fn mac_matches(mac: HmacSha512, tag: &[u8; MAC_LEN]) -> bool {
+    macs_equal(&mac.finalize().into_bytes().into(), tag)
 }
 
 /// Whether two MACs are equal, in constant time: the comparison the verifier makes. They are

@@ -732,7 +732,7 @@ fn shard_count(capacity: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::conformance::{self, TestStore};
-    use super::super::{ReplayStore, ReplayStoreError};
+    use super::super::{ReplayStore, ReplayStoreError, DEFAULT_CAPACITY};
     use super::*;
 
     impl TestStore for CompactReplayStore {
@@ -870,7 +870,7 @@ mod tests {
 
     #[test]
     fn the_tables_hold_the_capacity_with_room() {
-        for capacity in [0, 1, 4, 1_000, 1_200_000, 2_000_000, 50_000_000] {
+        for capacity in [0, 1, 4, 1_000, DEFAULT_CAPACITY, 2_000_000, 50_000_000] {
             let shards = shard_count(capacity);
             assert!((1..=MAX_SHARDS as usize).contains(&shards));
             let share = capacity.div_ceil(shards as u64);
@@ -883,7 +883,7 @@ mod tests {
 
     #[test]
     fn the_prefetched_lines_are_the_lock_and_first_bucket_a_record_reads() {
-        for capacity in [10, 10_000, 1_200_000] {
+        for capacity in [10, 10_000, DEFAULT_CAPACITY] {
             let store = CompactReplayStore::builder().capacity(capacity).build();
             let hashing = &store.inner.hashing;
             for i in 0..2_000u128 {

@@ -24,7 +24,8 @@ mod moka;
 use async_trait::async_trait;
 
 pub use self::compact::{CompactReplayStore, CompactReplayStoreBuilder};
-pub(crate) use self::keys::{nonce_key, LazyNonceKey};
+use self::keys::nonce_key;
+pub(crate) use self::keys::LazyNonceKey;
 pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
 use crate::psk::MAC_LEN;
 

@@ -126,7 +126,7 @@ where
                 Now::Wait(rest) => Either::Right(rest),
             }
         } else {
-            Either::Left(verify(Arc::clone(config), claim, parts, body))
+            Either::Left(verify(Arc::clone(config), claim, parts, body, now))
         };
         // The service that was polled ready goes with this request; a fresh clone stays behind
         // (tower-service docs, "Be careful when cloning inner services").
@@ -167,7 +167,13 @@ fn verify_now<Sch: Scheme>(
         Some(Ok(secret)) => secret,
         Some(Err(rejection)) => return Now::Refused(rejection),
         None => {
-            let rest = verify(Arc::clone(config), claim, parts, VerifiedBody::default());
+            let rest = verify(
+                Arc::clone(config),
+                claim,
+                parts,
+                VerifiedBody::default(),
+                now,
+            );
             return Now::Wait(Either::Left(rest));
         }
     };
@@ -248,14 +254,15 @@ where
     }
 }
 
-/// The checks after the header. Takes the request in parts, and everything by value, so that
-/// its future holds each once (rustc stores an `async fn`'s arguments apart from the locals
-/// they would be moved into).
+/// The checks after the header, checked at `checked_at`. Takes the request in parts, and
+/// everything by value, so that its future holds each once (rustc stores an `async fn`'s
+/// arguments apart from the locals they would be moved into).
 async fn verify<Sch: Scheme, B>(
     config: Arc<Config<Sch>>,
     claim: Sch::Claim,
     parts: http::request::Parts,
     body: B,
+    checked_at: i64,
 ) -> Result<Request<VerifiedBody>, Rejection>
 where
     B: Body,
@@ -271,9 +278,10 @@ where
 
     let mut body = read_body(&parts.headers, body, config.body_limit, config.body_timeout).await?;
 
-    // Only for the hint: the record itself is made after the MAC, with the clock read again
-    // (hashing a large body takes time, and the window is checked once more).
-    if let Ok(Some(record)) = scheme.replay_record(&claim, config.clock.now_unix()) {
+    // Only for the hint, which wants the keys alone: the clock of the header's check does.
+    // The record itself is made after the MAC, with the clock read again (reading and hashing
+    // a large body takes time, and the window is checked once more).
+    if let Ok(Some(record)) = scheme.replay_record(&claim, checked_at) {
         hint_replay_store(config.replay_store.get(), &record);
     }
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
