@@ -388,22 +388,16 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 }
 
 fn redact_quoted(message: &str) -> String {
-    // serde names the offending value after "invalid type/value/length" (an integer in
-    // backticks, a string in double quotes), before ", expected"; field names, which other
-    // messages quote, are kept.
-    let Some(rest) = message.strip_prefix("invalid ") else {
+    // serde names the offending value between "invalid type/value/length" and ", expected"
+    // (an integer in backticks, a string in double quotes): it is cut out, whatever its shape,
+    // and so is all after the kind when there is no ", expected". Other messages quote field
+    // names, which are kept.
+    if !message.starts_with("invalid ") {
         return message.to_owned();
-    };
-    if let (Some((kind, _)), Some(expected)) = (rest.split_once(": "), message.rfind(", expected "))
-    {
-        return format!("invalid {kind}: …{}", &message[expected..]);
     }
-    message
-        .split('`')
-        .enumerate()
-        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
-        .collect::<Vec<_>>()
-        .join("`")
+    let kind = message.split([':', ',']).next().unwrap_or(message);
+    let expected = message.rfind(", expected ").map_or("", |at| &message[at..]);
+    format!("{kind}: …{expected}")
 }
 
 #[cfg(test)]
@@ -498,6 +492,28 @@ mod tests {
         assert!(matches!(error, FileKeyStoreError::Syntax { .. }), "{error}");
         assert!(!error.to_string().contains("top secret value"), "{error}");
         assert!(store.lookup("key-3").await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_value_serde_names_is_cut_out_whatever_its_shape() {
+        for (message, redacted) in [
+            (
+                "invalid type: string \"hunter2\", expected a boolean",
+                "invalid type: …, expected a boolean",
+            ),
+            (
+                "invalid value: integer `98765`, expected u8",
+                "invalid value: …, expected u8",
+            ),
+            ("invalid type: string \"hunter2\"", "invalid type: …"),
+            (
+                "invalid length 3, expected an array of 2",
+                "invalid length 3: …, expected an array of 2",
+            ),
+            ("missing field `secret`", "missing field `secret`"),
+        ] {
+            assert_eq!(redact_quoted(message), redacted);
+        }
     }
 
     #[test]

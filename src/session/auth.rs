@@ -253,12 +253,10 @@ struct NamingFhAuth(Arc<dyn OnRejection>);
 impl OnRejection for NamingFhAuth {
     fn on_rejection(&self, rejection: &Rejection) -> Response<Bytes> {
         let mut response = self.0.on_rejection(rejection);
+        let missing = matches!(rejection, Rejection::MissingCredentials)
+            && response.status() == StatusCode::UNAUTHORIZED;
         let challenges = response.headers().get_all(WWW_AUTHENTICATE);
-        let named = challenges.iter().any(names_fh_auth);
-        if matches!(rejection, Rejection::MissingCredentials)
-            && response.status() == StatusCode::UNAUTHORIZED
-            && !named
-        {
+        if missing && !challenges.iter().any(names_fh_auth) {
             let challenge = HeaderValue::from_static(FH_AUTH);
             response.headers_mut().append(WWW_AUTHENTICATE, challenge);
         }

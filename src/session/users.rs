@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
@@ -290,7 +290,8 @@ impl Argon2Check {
     }
 
     fn matches(&self, password: &[u8], memory: &mut Vec<Block>) -> bool {
-        let mut computed = Zeroizing::new([0u8; 64]);
+        // An `Output` holds at most `MAX_LENGTH` bytes: the slice is always in bounds.
+        let mut computed = Zeroizing::new([0u8; Output::MAX_LENGTH]);
         let computed = &mut computed[..self.expected.len()];
         memory.resize(self.argon2.params().block_count(), Block::default());
         let salt = &self.salt[..self.salt_len];
@@ -441,9 +442,8 @@ impl Place<'_> {
 /// forgotten before its period ends (a cache that evicts would let a flood of made-up usernames
 /// reset a real one's). Two usernames may share a count, and are then throttled together; a
 /// success takes back only its own try, so sharing is never looser.
-#[derive(Clone)]
 pub(crate) struct Throttle {
-    counts: Arc<Mutex<Box<[Tries]>>>,
+    counts: Mutex<Box<[Tries]>>,
     hashing: RandomState,
     max_failures: u32,
     period_secs: i64,
@@ -452,7 +452,7 @@ pub(crate) struct Throttle {
 /// How many counts the throttle keeps: 16 bytes each, 1 MiB in all. About 300,000 tries at
 /// random usernames within a period (fewer with a lower limit) fill half the counts to the
 /// default limit of 5: a flood can throttle usernames it does not know.
-pub(crate) const THROTTLE_COUNTS: usize = 1 << 16;
+const THROTTLE_COUNTS: usize = 1 << 16;
 
 /// A try [`Throttle::begin_attempt`] counted: where its count is, and the last second of the
 /// period it was counted in.
@@ -477,7 +477,7 @@ impl Throttle {
             until: i64::MIN,
         };
         Throttle {
-            counts: Arc::new(Mutex::new(vec![unused; THROTTLE_COUNTS].into_boxed_slice())),
+            counts: Mutex::new(vec![unused; THROTTLE_COUNTS].into_boxed_slice()),
             hashing: RandomState::new(),
             max_failures: max_failures.max(1),
             period_secs: period_secs.max(1),
@@ -522,24 +522,17 @@ impl Throttle {
 
     /// The tries after one more at `now`, and the seconds to wait when it is refused.
     fn count(&self, tries: Tries, now: i64) -> (Tries, Option<i64>) {
-        match tries {
-            tries if tries.until >= now && tries.count >= self.max_failures => {
-                (tries, Some(tries.until - now + 1))
-            }
-            tries if tries.until >= now => (
-                Tries {
-                    count: tries.count + 1,
-                    ..tries
-                },
-                None,
-            ),
-            _ => (
-                Tries {
-                    count: 1,
-                    until: now.saturating_add(self.period_secs),
-                },
-                None,
-            ),
+        if tries.until < now {
+            let first = Tries {
+                count: 1,
+                until: now.saturating_add(self.period_secs),
+            };
+            (first, None)
+        } else if tries.count >= self.max_failures {
+            (tries, Some(tries.until - now + 1))
+        } else {
+            let count = tries.count + 1;
+            (Tries { count, ..tries }, None)
         }
     }
 }
@@ -734,6 +727,9 @@ mod tests {
             good.replacen("t=2", "t=0", 1),
             // A salt of 6 bytes: argon2 takes 8 or more.
             good.replacen(salt, "AAAAAAAA", 1),
+            // Hashes of 66 and 2 bytes: argon2 makes 4 to 2^32, the PHC string holds 10 to 64.
+            format!("{head}${}", "A".repeat(88)),
+            format!("{head}$AAA"),
         ] {
             assert!(User::new("u", hash.as_str(), vec![]).is_err(), "{hash}");
         }
