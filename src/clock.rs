@@ -15,7 +15,7 @@ pub trait Clock: Send + Sync + 'static {
 ///
 /// On Linux it is read at the kernel tick's resolution (`CLOCK_REALTIME_COARSE`: the time of
 /// the last tick, which the kernel keeps where the read needs no system call), so it is at
-/// most one tick (1 to 10 ms) behind. A verifier that reads the clock twice a request (four
+/// most one tick (1 to 10 ms) behind. A verifier that reads the clock twice a request (three
 /// times for one with a body) and works in whole seconds needs no more, and the precise read
 /// costs about 30 ns in a virtual machine (the time stamp counter) where this one costs about
 /// 3 (`cargo bench --bench verify -- clock`). Elsewhere, or should that clock be refused, it is
