@@ -225,9 +225,7 @@ fn strip_scheme(value: &str) -> Option<&str> {
 /// A key id or nonce: non-empty, at most `max` bytes, visible ASCII only (`:` is the separator,
 /// so the split has already kept it out).
 fn check_token(token: &str, max: usize) -> Option<()> {
-    let valid = !token.is_empty()
-        && token.len() <= max
-        && token.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+    let valid = !token.is_empty() && token.len() <= max && token.bytes().all(is_token_byte);
     valid.then_some(())
 }
 
@@ -274,14 +272,45 @@ fn parse_well_formed(value: &str) -> Option<Credential<'_>> {
 /// A key id or nonce at the start of `text` (as [`check_token`] wants it) and what follows
 /// its `:`.
 fn token(text: &str, max: usize) -> Option<(&str, &str)> {
-    let end = text
-        .bytes()
-        .position(|b| !b.is_ascii_graphic() || b == b':')?;
-    if end == 0 || end > max || text.as_bytes()[end] != b':' {
+    let end = token_len(text.as_bytes());
+    if end == 0 || end > max || *text.as_bytes().get(end)? != b':' {
         return None;
     }
     // `end` and `end + 1` are boundaries: the bytes before and at `end` are ASCII.
     Some((&text[..end], &text[end + 1..]))
+}
+
+/// How many bytes at the start of `text` a key id or nonce may hold, looked at eight at a
+/// time while none of the eight ends the run (a key id is typically a 36-character UUID).
+fn token_len(text: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut len = 0;
+    for chunk in text.chunks_exact(8) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(bytes);
+        // Each sets a byte's high bit for every byte it finds (and may for the bytes after
+        // one), never for none when there is one: below 0x21, above 0x7e, `:`.
+        let below = word.wrapping_sub(ONES * 0x21) & !word;
+        let above = word.wrapping_add(ONES) | word;
+        let colons = word ^ (ONES * u64::from(b':'));
+        let colon = colons.wrapping_sub(ONES) & !colons;
+        if (below | above | colon) & HIGH_BITS != 0 {
+            break;
+        }
+        len += 8;
+    }
+    let rest = &text[len..];
+    len + rest
+        .iter()
+        .position(|&b| !is_token_byte(b))
+        .unwrap_or(rest.len())
+}
+
+/// A byte a key id or nonce may hold: visible ASCII but the `:` that ends it.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b':'
 }
 
 /// Plain decimal digits, no leading zero, that fit in an `i64`.
@@ -348,6 +377,17 @@ mod tests {
         ) {
             let step_by_step = Credential::parse_fault(&value).ok();
             proptest::prop_assert_eq!(parse_well_formed(&value), step_by_step);
+        }
+
+        #[test]
+        fn a_token_runs_to_the_first_byte_that_may_not_be_in_one(
+            text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            graphic in proptest::collection::vec(0x21u8..0x7f, 0..40),
+        ) {
+            // Mostly token bytes, so that runs of eight and more are common.
+            let text: Vec<u8> = graphic.iter().chain(&text).copied().collect();
+            let expected = text.iter().position(|&b| !is_token_byte(b)).unwrap_or(text.len());
+            proptest::prop_assert_eq!(token_len(&text), expected);
         }
     }
 
