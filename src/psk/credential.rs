@@ -319,10 +319,16 @@ fn parse_timestamp(digits: &str) -> Option<i64> {
         [] => None,
         [b'0'] => Some(0),
         [b'0', ..] => None,
-        bytes => bytes.iter().try_fold(0i64, |value, &b| {
-            let digit = b.checked_sub(b'0').filter(|digit| *digit <= 9)?;
-            value.checked_mul(10)?.checked_add(i64::from(digit))
-        }),
+        // Nineteen digits fit in a `u64` (and every `i64` is at most nineteen), so the sum
+        // needs no check until the end.
+        bytes if bytes.len() <= 19 => {
+            let value = bytes.iter().try_fold(0u64, |value, &b| {
+                let digit = b.wrapping_sub(b'0');
+                (digit <= 9).then_some(value * 10 + u64::from(digit))
+            })?;
+            i64::try_from(value).ok()
+        }
+        _ => None,
     }
 }
 
@@ -472,6 +478,12 @@ mod tests {
             (header(KEY_ID, SIGNATURE, "n", "1528140529.5"), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", "1e9"), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", &overflow), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", &"9".repeat(19)), Timestamp),
+            (
+                header(KEY_ID, SIGNATURE, "n", &u64::MAX.to_string()),
+                Timestamp,
+            ),
+            (header(KEY_ID, SIGNATURE, "n", &"9".repeat(21)), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", "١٥٢٨"), Timestamp),
             (format!("ARMOR-PSK {}", "k".repeat(64 * 1024)), TooLong),
         ];

@@ -148,11 +148,15 @@ impl Scheme for ArmorPsk {
                 MalformedCredential::MultipleHeaders,
             ));
         }
-        if !names_scheme(value.as_bytes()) {
-            return Err(Rejection::MissingCredentials);
-        }
-        let credential =
-            Credential::parse_bytes(value.as_bytes()).map_err(Rejection::MalformedCredentials)?;
+        // Another scheme's header is a missing credential, not a malformed one; asked only of
+        // a value that did not parse (one that did names the scheme).
+        let credential = Credential::parse_bytes(value.as_bytes()).map_err(|fault| {
+            if names_scheme(value.as_bytes()) {
+                Rejection::MalformedCredentials(fault)
+            } else {
+                Rejection::MissingCredentials
+            }
+        })?;
         self.check_window(credential.timestamp(), now)?;
         Ok(PskClaim {
             ids: KeyAndNonce::new(credential.key_id(), credential.nonce()),
