@@ -142,7 +142,6 @@ impl RoutePolicy {
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
         let as_sent = segments_as_sent(path);
         let normalised = normalised(&as_sent);
-        let readings = [as_sent, normalised];
         let method = if same_method(method, &Method::HEAD) {
             &Method::GET
         } else {
@@ -150,7 +149,7 @@ impl RoutePolicy {
         };
         self.rules.iter().any(|rule| {
             same_method(&rule.method, method)
-                && readings.iter().any(|segments| rule.matches(segments))
+                && (rule.matches(&as_sent) || rule.matches(&normalised))
         })
     }
 
@@ -184,7 +183,7 @@ impl fmt::Debug for RoutePolicy {
 }
 
 impl Rule {
-    fn matches(&self, path: &[Cow<'_, str>]) -> bool {
+    fn matches(&self, path: &[impl AsRef<str>]) -> bool {
         let last = path.len().saturating_sub(1);
         self.segments.len() == path.len()
             && self
@@ -192,12 +191,12 @@ impl Rule {
                 .iter()
                 .zip(path)
                 .enumerate()
-                .all(|(at, (segment, part))| match segment {
-                    Segment::Literal(literal) => literal.eq_ignore_ascii_case(part),
+                .all(|(at, (segment, part))| match (segment, part.as_ref()) {
+                    (Segment::Literal(literal), part) => literal.eq_ignore_ascii_case(part),
                     // axum (matchit) gives a capture an empty segment when more path follows:
                     // `/users//keys` reaches `/users/{id}/keys`.
-                    Segment::Any => !part.is_empty() || at < last,
-                    Segment::Digits => is_integer(part),
+                    (Segment::Any, part) => !part.is_empty() || at < last,
+                    (Segment::Digits, part) => is_integer(part),
                 })
     }
 }
@@ -261,52 +260,22 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
 /// The segments as sent, normalised as a backend that resolves paths would: `\` (sent as is
 /// or as `%5C`) taken for `/`, as IIS does in front of an ASP.NET API; empty and `.` segments
 /// dropped, `..` taking the segment before it away.
-fn normalised<'a>(as_sent: &[Cow<'a, str>]) -> Vec<Cow<'a, str>> {
+fn normalised<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<&'s str> {
     let mut segments = Vec::new();
-    let mut push = |segment: Cow<'a, str>| match segment.as_ref() {
-        "" | "." => {}
-        ".." => {
-            segments.pop();
-        }
-        _ => segments.push(segment),
-    };
-    for segment in as_sent {
-        match segment {
-            Cow::Borrowed(text) => text.split('\\').for_each(|part| push(Cow::Borrowed(part))),
-            Cow::Owned(text) => text
-                .split('\\')
-                .for_each(|part| push(Cow::Owned(part.to_owned()))),
+    for part in as_sent.iter().flat_map(|segment| segment.split('\\')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(part),
         }
     }
     segments
 }
 
 fn percent_decode(segment: &str) -> Cow<'_, str> {
-    if !segment.contains('%') {
-        return Cow::Borrowed(segment);
-    }
-    let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied(),
-            bytes.get(i + 2).copied(),
-        ) {
-            (b'%', Some(high), Some(low)) if hex(high).is_some() && hex(low).is_some() => {
-                let value = hex(high).unwrap_or(0) * 16 + hex(low).unwrap_or(0);
-                decoded.push(value as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                decoded.push(byte);
-                i += 1;
-            }
-        }
-    }
-    Cow::Owned(String::from_utf8_lossy(&decoded).into_owned())
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy()
 }
 
 #[cfg(test)]
@@ -388,6 +357,14 @@ mod tests {
             ("GET", "/users\\7\\keys", true),
             ("GET", "/users%5C7%5Ckeys", true),
             ("GET", "/users/7\\x\\..\\keys", true),
+            // A `%` that starts no escape is kept as it is; bytes that are not UTF-8 are a
+            // segment still (replaced), and a capture takes it.
+            ("GET", "/users/7/key%73", true),
+            ("GET", "/users/7/keys%", false),
+            ("GET", "/users/7/key%7", false),
+            ("GET", "/users/7/key%zz", false),
+            ("GET", "/users/%ff/keys", true),
+            ("GET", "/users/%/keys", true),
             // A method is signed as sent; routers may match it without regard to case.
             ("put", "/users/12", true),
             ("Post", "/users/resetpassword", true),
