@@ -12,8 +12,10 @@
 //! path is percent-decoded segment by segment, a trailing slash is optional on both sides, and
 //! a rule matches if it matches the path either as sent (axum routes on that, hands `..` to a
 //! handler as a parameter, and gives a capture an empty segment when more path follows) or
-//! normalised (empty and `.` segments dropped, `..` resolved,
-//! as a backend that resolves paths reads it).
+//! normalised (`\`, `%5C` and `%2F` taken for `/`, empty and `.` segments dropped, `..`
+//! resolved, as a backend that resolves paths reads it). Literals also match the four letters
+//! outside ASCII that a Unicode case mapping turns into ASCII ones (`ſ`, `ı`, `İ` and the Kelvin
+//! sign), as a backend that compares by those mappings would.
 //!
 //! ```
 //! use armor_psk::policy::RoutePolicy;
@@ -191,14 +193,32 @@ impl Rule {
                 .iter()
                 .zip(path)
                 .enumerate()
-                .all(|(at, (segment, part))| match (segment, part.as_ref()) {
-                    (Segment::Literal(literal), part) => literal.eq_ignore_ascii_case(part),
-                    // axum (matchit) gives a capture an empty segment when more path follows:
-                    // `/users//keys` reaches `/users/{id}/keys`.
-                    (Segment::Any, part) => !part.is_empty() || at < last,
-                    (Segment::Digits, part) => is_integer(part),
+                .all(|(at, (segment, part))| {
+                    let part = part.as_ref();
+                    match segment {
+                        Segment::Literal(literal) => same_literal(literal, part),
+                        // axum (matchit) gives a capture an empty segment when more path
+                        // follows: `/users//keys` reaches `/users/{id}/keys`.
+                        Segment::Any => !part.is_empty() || at < last,
+                        Segment::Digits => is_integer(part),
+                    }
                 })
     }
+}
+
+/// A path segment against a pattern's literal (ASCII), without regard to case. A backend that
+/// compares without regard to case by Unicode's simple case mappings (Java's
+/// `equalsIgnoreCase`; .NET Core before 5 on Linux) takes `ſ` for `s`, `ı` and `İ` for `i` and
+/// the Kelvin sign for `k`, the four letters outside ASCII whose upper or lower case is in it:
+/// `resetpaſsword` would reach the `resetpassword` route there, so they match here too.
+fn same_literal(literal: &str, part: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{17F}' => 's',
+        '\u{130}' | '\u{131}' => 'i',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    literal.chars().map(fold).eq(part.chars().map(fold))
 }
 
 /// HTTP methods are case-sensitive, but a router that matches them without regard to case
@@ -258,11 +278,15 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
 }
 
 /// The segments as sent, normalised as a backend that resolves paths would: `\` (sent as is
-/// or as `%5C`) taken for `/`, as IIS does in front of an ASP.NET API; empty and `.` segments
+/// or as `%5C`) taken for `/`, as IIS does in front of an ASP.NET API, and `%2F` too, as a
+/// proxy that decodes the path before it passes it on makes it; empty and `.` segments
 /// dropped, `..` taking the segment before it away.
 fn normalised<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<&'s str> {
     let mut segments = Vec::new();
-    for part in as_sent.iter().flat_map(|segment| segment.split('\\')) {
+    for part in as_sent
+        .iter()
+        .flat_map(|segment| segment.split(['\\', '/']))
+    {
         match part {
             "" | "." => {}
             ".." => {
@@ -357,14 +381,24 @@ mod tests {
             ("GET", "/users\\7\\keys", true),
             ("GET", "/users%5C7%5Ckeys", true),
             ("GET", "/users/7\\x\\..\\keys", true),
-            // A `%` that starts no escape is kept as it is; bytes that are not UTF-8 are a
-            // segment still (replaced), and a capture takes it.
+            // A `%` that starts no escape is kept as it is (were it dropped, each of these
+            // would read `keys`); bytes that are not UTF-8 are a segment still (replaced), which
+            // a capture takes.
             ("GET", "/users/7/key%73", true),
             ("GET", "/users/7/keys%", false),
-            ("GET", "/users/7/key%7", false),
-            ("GET", "/users/7/key%zz", false),
+            ("GET", "/users/7/keys%2", false),
+            ("GET", "/users/7/keys%zz", false),
             ("GET", "/users/%ff/keys", true),
-            ("GET", "/users/%/keys", true),
+            // `%2F` decoded to `/` by a proxy in front of the backend.
+            ("GET", "/users/7%2Fkeys", true),
+            ("GET", "/users%2f7%2Fkeys", true),
+            ("GET", "/users/7%2Fx%2F..%2Fkeys", true),
+            // Letters outside ASCII that Unicode's case mappings turn into `s`, `i` and `k`.
+            ("POST", "/users/resetpa%C5%BFsword", true),
+            ("GET", "/usersecurity/security%C4%B1nformation/r", true),
+            ("GET", "/usersecurity/security%C4%B0nformation/r", true),
+            ("GET", "/users/7/%E2%84%AAeys", true),
+            ("GET", "/users/7/%C4%B8eys", false),
             // A method is signed as sent; routers may match it without regard to case.
             ("put", "/users/12", true),
             ("Post", "/users/resetpassword", true),
