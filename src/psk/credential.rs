@@ -290,8 +290,9 @@ fn token_len(text: &[u8]) -> usize {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(chunk);
         let word = u64::from_ne_bytes(bytes);
-        // Each sets a byte's high bit for every byte it finds (and may for the bytes after
-        // one), never for none when there is one: below 0x21, above 0x7e, `:`.
+        // Each sets the high bit of every byte it looks for (below 0x21, above 0x7e, `:`) and
+        // at most of bytes above one of those (a borrow or carry runs upwards from it): right
+        // about whether the word holds one, in either byte order, which is all that is asked.
         let below = word.wrapping_sub(ONES * 0x21) & !word;
         let above = word.wrapping_add(ONES) | word;
         let colons = word ^ (ONES * u64::from(b':'));
@@ -386,6 +387,13 @@ mod tests {
         }
 
         #[test]
+        fn timestamps_parse_as_the_standard_parser_reads_plain_digits(digits in "[0-9]{1,22}") {
+            let plain = digits == "0" || !digits.starts_with('0');
+            let expected = digits.parse::<i64>().ok().filter(|_| plain);
+            proptest::prop_assert_eq!(parse_timestamp(&digits), expected);
+        }
+
+        #[test]
         fn a_token_runs_to_the_first_byte_that_may_not_be_in_one(
             text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
             graphic in proptest::collection::vec(0x21u8..0x7f, 0..40),
@@ -394,6 +402,30 @@ mod tests {
             let text: Vec<u8> = graphic.iter().chain(&text).copied().collect();
             let expected = text.iter().position(|&b| !is_token_byte(b)).unwrap_or(text.len());
             proptest::prop_assert_eq!(token_len(&text), expected);
+        }
+    }
+
+    #[test]
+    fn a_token_ends_at_every_byte_that_may_not_be_in_one_wherever_it_falls() {
+        let expected = |text: &[u8]| {
+            text.iter()
+                .position(|&b| !is_token_byte(b))
+                .unwrap_or(text.len())
+        };
+        for at in 0..17 {
+            for byte in 0..=u8::MAX {
+                let mut text = [b'a'; 24];
+                text[at] = byte;
+                assert_eq!(token_len(&text), expected(&text), "{byte:#04x} at {at}");
+                // Beside another byte that ends a token, below it or above it.
+                for (neighbour, other) in [(at.wrapping_sub(1), b' '), (at + 1, 0x7f)] {
+                    let mut pair = text;
+                    if let Some(slot) = pair.get_mut(neighbour) {
+                        *slot = other;
+                        assert_eq!(token_len(&pair), expected(&pair), "{byte:#04x} at {at}");
+                    }
+                }
+            }
         }
     }
 
@@ -479,11 +511,11 @@ mod tests {
             (header(KEY_ID, SIGNATURE, "n", "1e9"), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", &overflow), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", &"9".repeat(19)), Timestamp),
+            (header(KEY_ID, SIGNATURE, "n", &"9".repeat(20)), Timestamp),
             (
-                header(KEY_ID, SIGNATURE, "n", &u64::MAX.to_string()),
+                header(KEY_ID, SIGNATURE, "n", &format!("1{}", "0".repeat(19))),
                 Timestamp,
             ),
-            (header(KEY_ID, SIGNATURE, "n", &"9".repeat(21)), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", "١٥٢٨"), Timestamp),
             (format!("ARMOR-PSK {}", "k".repeat(64 * 1024)), TooLong),
         ];
