@@ -12,10 +12,14 @@
 //! path is percent-decoded segment by segment, a trailing slash is optional on both sides, and
 //! a rule matches if it matches the path either as sent (axum routes on that, hands `..` to a
 //! handler as a parameter, and gives a capture an empty segment when more path follows) or
-//! normalised (`\`, `%5C` and `%2F` taken for `/`, empty and `.` segments dropped, `..`
-//! resolved, as a backend that resolves paths reads it). Literals also match the four letters
-//! outside ASCII that a Unicode case mapping turns into ASCII ones (`ſ`, `ı`, `İ` and the Kelvin
-//! sign), as a backend that compares by those mappings would.
+//! normalised (empty and `.` segments dropped, `..` resolved, as a backend that resolves paths
+//! reads it), each with and without a decoded `%2F` taken for `/` (a proxy may decode it;
+//! Kestrel keeps it inside its segment), and with `\` and `%5C` taken for `/` when normalised
+//! (as IIS does). Literals also match the four letters outside ASCII that a Unicode *simple*
+//! case mapping turns into ASCII ones (`ſ`, `ı`, `İ` and the Kelvin sign); full case folding
+//! (`ß` for `ss`, the `ﬆ` ligature) and compatibility normalisation are not followed. Matching
+//! more readings denies more: a capture holding `%2F` (a base64 id) can be read as more
+//! segments, and a route that would otherwise be allowed refused.
 //!
 //! ```
 //! use armor_psk::policy::RoutePolicy;
@@ -143,7 +147,7 @@ impl RoutePolicy {
     /// is matched without regard to case (`put` as `PUT`: some routers do so).
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
         let as_sent = segments_as_sent(path);
-        let normalised = normalised(&as_sent);
+        let readings = readings(&as_sent);
         let method = if same_method(method, &Method::HEAD) {
             &Method::GET
         } else {
@@ -151,7 +155,7 @@ impl RoutePolicy {
         };
         self.rules.iter().any(|rule| {
             same_method(&rule.method, method)
-                && (rule.matches(&as_sent) || rule.matches(&normalised))
+                && readings.iter().any(|segments| rule.matches(segments))
         })
     }
 
@@ -206,11 +210,12 @@ impl Rule {
     }
 }
 
-/// A path segment against a pattern's literal (ASCII), without regard to case. A backend that
-/// compares without regard to case by Unicode's simple case mappings (Java's
-/// `equalsIgnoreCase`; .NET Core before 5 on Linux) takes `ſ` for `s`, `ı` and `İ` for `i` and
-/// the Kelvin sign for `k`, the four letters outside ASCII whose upper or lower case is in it:
-/// `resetpaſsword` would reach the `resetpassword` route there, so they match here too.
+/// A path segment against a pattern's literal (ASCII), without regard to case. `ſ`, `ı`, `İ`
+/// and the Kelvin sign are the four letters outside ASCII whose simple upper or lower case is
+/// in it, and backends that compare by those mappings take some of them for `s`, `i` and `k`:
+/// Java's `equalsIgnoreCase` all four, Go's `EqualFold` `ſ` and the Kelvin sign, .NET Core
+/// before 5 on Linux (upper case only) `ſ` and `ı`. `resetpaſsword` would reach the
+/// `resetpassword` route there, so all four match here.
 fn same_literal(literal: &str, part: &str) -> bool {
     let fold = |c: char| match c {
         '\u{17F}' => 's',
@@ -277,25 +282,42 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
     path.split('/').map(percent_decode).collect()
 }
 
-/// The segments as sent, normalised as a backend that resolves paths would: `\` (sent as is
-/// or as `%5C`) taken for `/`, as IIS does in front of an ASP.NET API, and `%2F` too, as a
-/// proxy that decodes the path before it passes it on makes it; empty and `.` segments
-/// dropped, `..` taking the segment before it away.
-fn normalised<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<&'s str> {
-    let mut segments = Vec::new();
-    for part in as_sent
-        .iter()
-        .flat_map(|segment| segment.split(['\\', '/']))
-    {
-        match part {
+/// The readings of the decoded segments a backend may route on:
+/// - as sent (axum routes on them, `..` and empty segments included);
+/// - with a decoded `/` taken for a separator, nothing resolved (a proxy that decodes `%2F`,
+///   in front of a router like axum);
+/// - normalised, with `\` (sent as is or as `%5C`) taken for `/`, as IIS does in front of an
+///   ASP.NET API, and a decoded `/` kept inside its segment, as Kestrel keeps it;
+/// - normalised, with both taken for `/` (a proxy that decodes the path and resolves it).
+fn readings<'s>(as_sent: &'s [Cow<'_, str>]) -> [Vec<&'s str>; 4] {
+    let split = |separators: &'static [char]| -> Vec<&'s str> {
+        as_sent
+            .iter()
+            .flat_map(|segment| segment.split(separators))
+            .collect()
+    };
+    [
+        as_sent.iter().map(AsRef::as_ref).collect(),
+        split(&['/']),
+        normalised(split(&['\\'])),
+        normalised(split(&['\\', '/'])),
+    ]
+}
+
+/// `segments` as a backend that resolves paths reads them: empty and `.` segments dropped,
+/// `..` taking the segment before it away.
+fn normalised(segments: Vec<&str>) -> Vec<&str> {
+    let mut resolved = Vec::with_capacity(segments.len());
+    for segment in segments {
+        match segment {
             "" | "." => {}
             ".." => {
-                segments.pop();
+                resolved.pop();
             }
-            _ => segments.push(part),
+            _ => resolved.push(segment),
         }
     }
-    segments
+    resolved
 }
 
 fn percent_decode(segment: &str) -> Cow<'_, str> {
@@ -389,10 +411,19 @@ mod tests {
             ("GET", "/users/7/keys%2", false),
             ("GET", "/users/7/keys%zz", false),
             ("GET", "/users/%ff/keys", true),
-            // `%2F` decoded to `/` by a proxy in front of the backend.
+            // `%2F` decoded to `/` by a proxy in front of the backend, which resolves the path
+            // or does not (axum then routes `..` and empty segments as they are).
             ("GET", "/users/7%2Fkeys", true),
             ("GET", "/users%2f7%2Fkeys", true),
             ("GET", "/users/7%2Fx%2F..%2Fkeys", true),
+            ("GET", "/users%2F..%2Fkeys", true),
+            ("GET", "/users%2F%2Fkeys", true),
+            ("GET", "/users%2F.%2Fkeys", true),
+            // Or kept inside its segment while `.` and `..` are resolved, as Kestrel does.
+            ("GET", "/users/7%2Fx/./keys", true),
+            ("GET", "/users/%2F/./keys", true),
+            ("DELETE", "/users/7/keys/a%2Fb/./", true),
+            ("GET", "/users/LockedOut/3/a%2Fb@c.d/.", true),
             // Letters outside ASCII that Unicode's case mappings turn into `s`, `i` and `k`.
             ("POST", "/users/resetpa%C5%BFsword", true),
             ("GET", "/usersecurity/security%C4%B1nformation/r", true),

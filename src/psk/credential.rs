@@ -412,9 +412,10 @@ mod tests {
                 .position(|&b| !is_token_byte(b))
                 .unwrap_or(text.len())
         };
-        for at in 0..17 {
+        // Three words and a tail of three bytes, which the byte loop takes.
+        for at in 0..27 {
             for byte in 0..=u8::MAX {
-                let mut text = [b'a'; 24];
+                let mut text = [b'a'; 27];
                 text[at] = byte;
                 assert_eq!(token_len(&text), expected(&text), "{byte:#04x} at {at}");
                 // Beside another byte that ends a token, below it or above it.
@@ -422,7 +423,8 @@ mod tests {
                     let mut pair = text;
                     if let Some(slot) = pair.get_mut(neighbour) {
                         *slot = other;
-                        assert_eq!(token_len(&pair), expected(&pair), "{byte:#04x} at {at}");
+                        let message = format!("{byte:#04x} at {at}, {other:#04x} at {neighbour}");
+                        assert_eq!(token_len(&pair), expected(&pair), "{message}");
                     }
                 }
             }
@@ -512,8 +514,9 @@ mod tests {
             (header(KEY_ID, SIGNATURE, "n", &overflow), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", &"9".repeat(19)), Timestamp),
             (header(KEY_ID, SIGNATURE, "n", &"9".repeat(20)), Timestamp),
+            // u64::MAX + 1: a sum that wrapped would read it as 0.
             (
-                header(KEY_ID, SIGNATURE, "n", &format!("1{}", "0".repeat(19))),
+                header(KEY_ID, SIGNATURE, "n", "18446744073709551616"),
                 Timestamp,
             ),
             (header(KEY_ID, SIGNATURE, "n", "١٥٢٨"), Timestamp),
