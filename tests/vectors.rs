@@ -116,7 +116,13 @@ fn app(case: &Case, now: i64) -> Router {
         .key(case.key_id.as_str(), case.secret.as_str())
         .build();
     Router::new()
-        .fallback(|key: VerifiedKey| async move { key.body_form().as_str().to_owned() })
+        // Read from the extensions, not extracted: the extractor needs the `axum` feature.
+        .fallback(|request: Request<Body>| async move {
+            request
+                .extensions()
+                .get::<VerifiedKey>()
+                .map_or_else(String::new, |key| key.body_form().as_str().to_owned())
+        })
         .layer(VerifyPskLayer::new(keys).clock(ManualClock::new(now)))
 }
 
