@@ -144,19 +144,26 @@ impl SmallChunks {
             self.first = Some(data.copy_to_bytes(data.remaining()));
             return;
         }
-        if self.gathered.capacity() == 0 {
-            // Room for a whole gathered chunk: it stays under this (a run is handed over once
-            // it passes GATHERED_CHUNK, and each small chunk is under SMALL_CHUNK).
-            self.gathered.reserve(GATHERED_CHUNK + SMALL_CHUNK);
+        let first = self.first.take();
+        let adding = first.as_ref().map_or(0, Bytes::len) + data.remaining();
+        let run = self.gathered.len() + adding;
+        if run > self.gathered.capacity() {
+            // A short run is sized as it grows. One that passes SMALL_CHUNK gets room for a
+            // whole gathered chunk at once (it is handed over once it passes GATHERED_CHUNK, and
+            // each small chunk is under SMALL_CHUNK), so that it is not copied again as it grows.
+            let room = if run < SMALL_CHUNK {
+                adding
+            } else {
+                GATHERED_CHUNK + SMALL_CHUNK - self.gathered.len()
+            };
+            self.gathered.reserve(room);
         }
-        if let Some(first) = self.first.take() {
+        if let Some(first) = first {
             self.gathered.extend_from_slice(&first);
         }
         self.gathered.put(data);
         if self.gathered.len() >= GATHERED_CHUNK {
-            // Handed over as it is, not copied again: under an eighth of its room is unused.
-            body.chunks
-                .push_back(std::mem::take(&mut self.gathered).freeze());
+            self.hand_over(body);
         }
     }
 
@@ -167,11 +174,7 @@ impl SmallChunks {
         if let Some(first) = self.first.take() {
             body.chunks.push_back(Bytes::copy_from_slice(&first));
         } else if !self.gathered.is_empty() {
-            // Copied out at its size: the buffer has room for a whole gathered chunk, and the
-            // run is shorter.
-            body.chunks
-                .push_back(Bytes::copy_from_slice(&self.gathered));
-            self.gathered.clear();
+            self.hand_over(body);
         }
     }
 
@@ -181,6 +184,18 @@ impl SmallChunks {
             Some(first) => body.chunks.push_back(first),
             None => self.end_run(body),
         }
+    }
+
+    /// The gathered run goes into `body`: as it is while under an eighth of its room is unused,
+    /// else copied out at its size, so that no chunk holds much more memory than its bytes.
+    fn hand_over(&mut self, body: &mut VerifiedBody) {
+        let run = std::mem::take(&mut self.gathered);
+        let unused = run.capacity() - run.len();
+        body.chunks.push_back(if unused <= run.capacity() / 8 {
+            run.freeze()
+        } else {
+            Bytes::copy_from_slice(&run)
+        });
     }
 }
 
@@ -270,7 +285,39 @@ mod tests {
             .unwrap();
         // 100,000 bytes in two gathered chunks, the large one as it came, then the tail.
         assert_eq!(body.chunks().len(), 4);
-        assert_eq!(body.collect().await.unwrap().to_bytes(), expected);
+        let chunks = assert_holds_little_unused_room(body).await;
+        assert_eq!(chunks.concat(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_short_run_is_handed_over_at_its_size() {
+        let frames =
+            [b"ab", b"cd"].map(|part| Ok::<_, Infallible>(Frame::data(Bytes::from_static(part))));
+        let body = read_limited(StreamBody::new(futures_util::stream::iter(frames)), 1 << 20)
+            .await
+            .unwrap();
+        let chunks = assert_holds_little_unused_room(body).await;
+        assert_eq!(chunks, [Bytes::from_static(b"abcd")]);
+    }
+
+    /// `body`'s chunks, each checked to hold at most an eighth more memory than its bytes
+    /// (a chunk that came as it was sent, not owned by the body alone, is not looked at).
+    async fn assert_holds_little_unused_room(mut body: VerifiedBody) -> Vec<Bytes> {
+        let mut chunks = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(chunk) = frame.unwrap().into_data() else {
+                continue;
+            };
+            match chunk.try_into_mut() {
+                Ok(owned) => {
+                    let (len, capacity) = (owned.len(), owned.capacity());
+                    assert!(capacity * 7 <= len * 8, "{len} bytes in {capacity}");
+                    chunks.push(owned.freeze());
+                }
+                Err(shared) => chunks.push(shared),
+            }
+        }
+        chunks
     }
 
     #[tokio::test]
