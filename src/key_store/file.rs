@@ -372,10 +372,10 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, F
 }
 
 /// The parser's message with its position, but without the quoted source line and without
-/// the values serde quotes in backticks (either may be a secret: `secret = 12345` is "invalid
-/// type: integer `12345`").
+/// the value serde names (either may be a secret: `secret = 12345` is "invalid type: integer
+/// `12345`").
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = redact_quoted(error.message());
+    let message = redact_value(error.message());
     match error.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -387,17 +387,20 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
     }
 }
 
-fn redact_quoted(message: &str) -> String {
-    // serde names the offending value between "invalid type/value/length" and ", expected"
-    // (an integer in backticks, a string in double quotes): it is cut out, whatever its shape,
-    // and so is all after the kind when there is no ", expected". Other messages quote field
-    // names, which are kept.
-    if !message.starts_with("invalid ") {
+fn redact_value(message: &str) -> String {
+    // serde names the offending value after "invalid type: ", "invalid value: " and "unknown
+    // variant " (an integer in backticks, a string in double quotes), up to ", expected": it is
+    // cut out, whatever its shape, and so is all after the prefix when there is no ", expected"
+    // (the last one is taken: a string may hold one). Other messages (a missing field, a
+    // syntax error, a wrong length) name no value, and are kept.
+    let Some(prefix) = ["invalid type: ", "invalid value: ", "unknown variant "]
+        .into_iter()
+        .find(|prefix| message.starts_with(prefix))
+    else {
         return message.to_owned();
-    }
-    let kind = message.split([':', ',']).next().unwrap_or(message);
+    };
     let expected = message.rfind(", expected ").map_or("", |at| &message[at..]);
-    format!("{kind}: …{expected}")
+    format!("{prefix}…{expected}")
 }
 
 #[cfg(test)]
@@ -507,12 +510,25 @@ mod tests {
             ),
             ("invalid type: string \"hunter2\"", "invalid type: …"),
             (
+                "invalid type: string \"a, expected b\", expected a boolean",
+                "invalid type: …, expected a boolean",
+            ),
+            (
+                "unknown variant `hunter2`, expected `a` or `b`",
+                "unknown variant …, expected `a` or `b`",
+            ),
+            // Messages that name no value are kept whole.
+            (
                 "invalid length 3, expected an array of 2",
-                "invalid length 3: …, expected an array of 2",
+                "invalid length 3, expected an array of 2",
+            ),
+            (
+                "invalid escape sequence\nexpected `b`, `f`, `n`",
+                "invalid escape sequence\nexpected `b`, `f`, `n`",
             ),
             ("missing field `secret`", "missing field `secret`"),
         ] {
-            assert_eq!(redact_quoted(message), redacted);
+            assert_eq!(redact_value(message), redacted);
         }
     }
 
