@@ -17,6 +17,9 @@ use http::{Response, StatusCode};
 use crate::clock::http_date;
 use crate::psk::MalformedCredential;
 
+/// The session scheme's name, as its `WWW-Authenticate` challenge gives it.
+pub(crate) const FH_AUTH: &str = "FH-AUTH";
+
 /// Why the verifier refused a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -150,7 +153,7 @@ impl Rejection {
     /// 400 for malformed credentials, `FH-AUTH` for an invalid session token.
     pub fn challenge(&self) -> Option<&'static str> {
         match self {
-            Rejection::InvalidToken => Some("FH-AUTH"),
+            Rejection::InvalidToken => Some(FH_AUTH),
             Rejection::MalformedCredentials(_) => Some(crate::psk::SCHEME),
             _ if self.status() == StatusCode::UNAUTHORIZED => Some(crate::psk::SCHEME),
             _ => None,

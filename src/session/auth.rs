@@ -17,11 +17,10 @@ use tower_service::Service;
 use super::{Sessions, UserSession};
 use crate::policy::RoutePolicy;
 use crate::psk::ArmorPsk;
-use crate::rejection::{respond, OnRejection, Rejection};
+use crate::rejection::{respond, OnRejection, Rejection, FH_AUTH};
 use crate::verify::{Scheme, VerifiedBody, Verify, VerifyLayer};
 use crate::VerifiedKey;
 
-const FH_AUTH: &str = "FH-AUTH";
 const ACCOUNT_CONTEXT: &str = "x-account-context";
 
 /// Who made a request that [`ArmorAuthLayer`] accepted, and for which account.
@@ -99,7 +98,9 @@ struct Shared {
 /// through the given [`VerifyPskLayer`](crate::VerifyPskLayer), `Authorization: FH-AUTH <token>` through
 /// [`Sessions`]. A request with neither gets 401 `missing_credentials` with a
 /// `WWW-Authenticate` challenge for each (FH-AUTH's is added to the 401 the signing layer's
-/// `on_rejection` made for `missing_credentials`, unless that names it already).
+/// `on_rejection` made for `missing_credentials`, unless that names it already). A signing
+/// layer whose scheme answers otherwise is left to: a [`OneOf`](crate::verify::OneOf) answers
+/// as its first scheme does, and the signed-Date scheme with 400 when it comes first.
 ///
 /// After authentication it refuses, with 403 `forbidden_for_api_key`, an API key calling a
 /// route of the [`RoutePolicy`] (the Armor list by default; users may call them); it checks

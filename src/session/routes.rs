@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use super::store::{CodeGrant, SessionRecord, SessionStoreError};
 use super::{Sessions, CODE_LIFETIME_SECS, SESSION_LIFETIME_SECS};
-use crate::rejection::Rejection;
+use crate::rejection::{Rejection, FH_AUTH};
 use crate::verify::{read_body, DEFAULT_BODY_TIMEOUT};
 
 /// Longest username a sign-in may give, in bytes.
@@ -131,7 +131,7 @@ impl IntoResponse for AuthEndpointError {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             AuthEndpointError::InvalidToken => {
-                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("FH-AUTH"));
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(FH_AUTH));
             }
             _ => {}
         }

@@ -456,7 +456,7 @@ const THROTTLE_COUNTS: usize = 1 << 16;
 
 /// A try [`Throttle::begin_attempt`] counted: where its count is, and the last second of the
 /// period it was counted in.
-#[derive(Debug, Clone, Copy)]
+// Not `Copy`: `succeeded` takes it, so that one success takes back one try.
 pub(crate) struct Attempt {
     at: usize,
     period: i64,
