@@ -584,8 +584,14 @@ impl Inner {
 }
 
 impl Shard {
-    /// Removes the entries that expired before `now`, in place.
+    /// Removes the entries that expired before `now`, in place. An empty shard (every shard
+    /// of a new store, at its first insert) is not walked: a sweep of it would read its whole
+    /// table, a few microseconds, to find nothing.
     fn sweep(&mut self, now: u32, inner: &Inner) {
+        self.swept_at = now;
+        if self.len == 0 {
+            return;
+        }
         let table = inner.table(self.index);
         let mut removed = 0;
         for bucket in 0..table.buckets.len() {
@@ -601,7 +607,6 @@ impl Shard {
         self.len -= removed;
         self.reserve += removed;
         self.trim_reserve(inner);
-        self.swept_at = now;
     }
 
     /// Gives back to the store-wide count what this shard holds beyond two chunks, so that
