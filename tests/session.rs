@@ -19,6 +19,9 @@ use tower::ServiceExt;
 const NOW: i64 = 1_700_000_000;
 const KEY_ID: &str = "key-with-accounts";
 const OPEN_KEY_ID: &str = "key-without-accounts";
+/// A key the signature verifies with, and the accounts lookup no longer knows: revoked while its
+/// request was on its way.
+const GONE_KEY_ID: &str = "key-revoked-in-flight";
 const SECRET: &str = "session-test-secret";
 const USER: &str = "ann@example.com";
 const PASSWORD: &str = "correct horse battery staple";
@@ -39,14 +42,13 @@ fn test_app() -> TestApp {
     let keys = MemoryKeyStore::builder()
         .key(KEY_ID, SECRET)
         .key(OPEN_KEY_ID, SECRET)
+        .key(GONE_KEY_ID, SECRET)
         .build();
     let psk = VerifyPskLayer::new(keys).clock(clock.clone());
-    let auth = ArmorAuthLayer::new(psk, sessions.clone()).key_accounts(|key_id| {
-        if key_id == KEY_ID {
-            vec![7]
-        } else {
-            Vec::new()
-        }
+    let auth = ArmorAuthLayer::new(psk, sessions.clone()).key_accounts(|key_id| match key_id {
+        KEY_ID => Some(vec![7]),
+        OPEN_KEY_ID => Some(Vec::new()),
+        _ => None,
     });
     let api = Router::new()
         .fallback(|identity: Identity, headers: http::HeaderMap| async move {
@@ -350,6 +352,15 @@ async fn the_account_context_is_checked() {
             .0,
         StatusCode::OK
     );
+    // One the accounts lookup no longer knows is refused, not let act on any account.
+    for account in [Some("99"), None] {
+        let (status, body) = app.as_key(GONE_KEY_ID, Method::GET, "/x", account).await;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (StatusCode::UNAUTHORIZED, json!("unknown_key")),
+            "{account:?}"
+        );
+    }
 }
 
 #[tokio::test]

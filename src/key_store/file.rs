@@ -221,12 +221,12 @@ impl FileKeyStore {
         self.current().is_empty()
     }
 
-    /// The accounts an active key may act on (its `accounts` list; empty when it has none).
-    pub fn accounts(&self, key_id: &str) -> Vec<i64> {
+    /// The accounts an active key may act on (its `accounts` list; empty when it has none), or
+    /// `None` when the key is not in the file as last loaded, or is disabled there.
+    pub fn accounts(&self, key_id: &str) -> Option<Vec<i64>> {
         self.current()
             .get(key_id)
             .map(|record| record.accounts.clone())
-            .unwrap_or_default()
     }
 
     /// A view of this store that finds only the keys whose `schemes` list `scheme`. It follows
@@ -442,8 +442,9 @@ mod tests {
         );
         assert_eq!(store.lookup("key-2").await.unwrap(), None);
         assert_eq!(store.len(), 1);
-        assert_eq!(store.accounts("key-1"), [7, 8]);
-        assert!(store.accounts("key-2").is_empty());
+        assert_eq!(store.accounts("key-1"), Some(vec![7, 8]));
+        assert_eq!(store.accounts("key-2"), None);
+        assert_eq!(store.accounts("key-3"), None);
     }
 
     #[tokio::test]

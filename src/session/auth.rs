@@ -84,7 +84,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
     }
 }
 
-type KeyAccounts = Arc<dyn Fn(&str) -> Vec<i64> + Send + Sync>;
+type KeyAccounts = Arc<dyn Fn(&str) -> Option<Vec<i64>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Shared {
@@ -138,7 +138,7 @@ impl<Sch> ArmorAuthLayer<Sch> {
             shared: Arc::new(Shared {
                 sessions,
                 policy: RoutePolicy::armor_default(),
-                key_accounts: Arc::new(|_| Vec::new()),
+                key_accounts: Arc::new(|_| Some(Vec::new())),
                 on_rejection,
             }),
         }
@@ -154,10 +154,29 @@ impl<Sch> ArmorAuthLayer<Sch> {
         self.with(|shared| shared.policy = policy)
     }
 
-    /// The accounts each API key may act on; a key with none passes `X-Account-Context`
-    /// through unchecked (field clients send it with every request). Defaults to none for
-    /// every key.
-    pub fn key_accounts(self, accounts: impl Fn(&str) -> Vec<i64> + Send + Sync + 'static) -> Self {
+    /// The accounts each API key may act on: `Some` of its list, where an empty list passes
+    /// `X-Account-Context` through unchecked (field clients send it with every request); `None`
+    /// for a key that is no longer there, which is refused with 401 `unknown_key`. A key
+    /// revoked while its request's body was read verified against the secret it had, and
+    /// is asked about here afterwards: an answer of "no list" for it would lift its limit.
+    /// Defaults to any account for every key.
+    ///
+    /// ```
+    /// use armor_psk::key_store::MemoryKeyStore;
+    /// use armor_psk::session::{ArmorAuthLayer, Sessions, Users};
+    /// use armor_psk::VerifyPskLayer;
+    ///
+    /// let keys = MemoryKeyStore::builder().key("key-1", "secret").build();
+    /// let auth = ArmorAuthLayer::new(VerifyPskLayer::new(keys), Sessions::builder(Users::default()).build())
+    ///     .key_accounts(|key_id| match key_id {
+    ///         "key-1" => Some(vec![1001]),
+    ///         _ => None,
+    ///     });
+    /// ```
+    pub fn key_accounts(
+        self,
+        accounts: impl Fn(&str) -> Option<Vec<i64>> + Send + Sync + 'static,
+    ) -> Self {
         self.with(|shared| shared.key_accounts = Arc::new(accounts))
     }
 }
@@ -403,7 +422,13 @@ impl<S> KeyStage<S> {
             );
             return Err(Rejection::ForbiddenForApiKey);
         }
-        let accounts = (self.shared.key_accounts)(key.key_id());
+        let Some(accounts) = (self.shared.key_accounts)(key.key_id()) else {
+            tracing::info!(
+                key_id = key.key_id(),
+                "key gone since its request was verified"
+            );
+            return Err(Rejection::UnknownKey);
+        };
         let allowed = (!accounts.is_empty()).then_some(accounts.as_slice());
         let account = account_context(&parts.headers, allowed)?;
         Ok(Identity::ApiKey { key, account })
