@@ -14,8 +14,9 @@
 //! handler as a parameter, and gives a capture an empty segment when more path follows) or
 //! normalised (empty and `.` segments dropped, `..` resolved, as a backend that resolves paths
 //! reads it), each with and without a decoded `%2F` taken for `/` (a proxy may decode it;
-//! Kestrel keeps it inside its segment), and with `\` and `%5C` taken for `/` when normalised
-//! (as IIS does). Literals also match the four letters outside ASCII that a Unicode *simple*
+//! Kestrel keeps it inside its segment), and each with and without `\` and `%5C` taken for `/`
+//! (IIS takes them for `/`; Kestrel alone keeps them inside their segment). A `GET` rule holds
+//! for `HEAD` too. Literals also match the four letters outside ASCII that a Unicode *simple*
 //! case mapping turns into ASCII ones (`ſ`, `ı`, `İ` and the Kelvin sign); full case folding
 //! (`ß` for `ss`, the `ﬆ` ligature) and compatibility normalisation are not followed. Matching
 //! more readings denies more: a capture holding `%2F` (a base64 id) can be read as more
@@ -143,19 +144,16 @@ impl RoutePolicy {
     }
 
     /// Whether an API key may not call `method` on `path` (the path only, without the query).
-    /// `HEAD` counts as `GET` (routers answer it with the `GET` handler), and a method's name
-    /// is matched without regard to case (`put` as `PUT`: some routers do so).
+    /// A `GET` rule holds for `HEAD` too (routers answer it with the `GET` handler), and a
+    /// method's name is matched without regard to case (`put` as `PUT`: some routers do so).
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
         let as_sent = segments_as_sent(path);
         let readings = readings(&as_sent);
-        let method = if same_method(method, &Method::HEAD) {
-            &Method::GET
-        } else {
-            method
-        };
+        let head = same_method(method, &Method::HEAD);
         self.rules.iter().any(|rule| {
-            same_method(&rule.method, method)
-                && readings.iter().any(|segments| rule.matches(segments))
+            let applies = same_method(&rule.method, method)
+                || (head && same_method(&rule.method, &Method::GET));
+            applies && readings.iter().any(|segments| rule.matches(segments))
         })
     }
 
@@ -282,26 +280,25 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
     path.split('/').map(percent_decode).collect()
 }
 
-/// The readings of the decoded segments a backend may route on:
-/// - as sent (axum routes on them, `..` and empty segments included);
-/// - with a decoded `/` taken for a separator, nothing resolved (a proxy that decodes `%2F`,
-///   in front of a router like axum);
-/// - normalised, with `\` (sent as is or as `%5C`) taken for `/`, as IIS does in front of an
-///   ASP.NET API, and a decoded `/` kept inside its segment, as Kestrel keeps it;
-/// - normalised, with both taken for `/` (a proxy that decodes the path and resolves it).
-fn readings<'s>(as_sent: &'s [Cow<'_, str>]) -> [Vec<&'s str>; 4] {
-    let split = |separators: &'static [char]| -> Vec<&'s str> {
-        as_sent
-            .iter()
-            .flat_map(|segment| segment.split(separators))
-            .collect()
-    };
-    [
-        as_sent.iter().map(AsRef::as_ref).collect(),
-        split(&['/']),
-        normalised(split(&['\\'])),
-        normalised(split(&['\\', '/'])),
-    ]
+/// The readings of the decoded segments a backend may route on: every combination of
+/// - resolved or not (axum routes on the segments as they are, `..` and empty ones included;
+///   a backend that resolves paths reads them [`normalised`]);
+/// - `\` (sent as is or as `%5C`) taken for `/` or kept inside its segment (IIS takes it for
+///   `/` in front of an ASP.NET API; Kestrel alone keeps it);
+/// - a decoded `/` taken for `/` or kept inside its segment (a proxy may decode `%2F`; Kestrel
+///   keeps it).
+fn readings<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<Vec<&'s str>> {
+    const SEPARATORS: [&[char]; 4] = [&[], &['\\'], &['/'], &['\\', '/']];
+    SEPARATORS
+        .iter()
+        .flat_map(|separators| {
+            let split: Vec<&'s str> = as_sent
+                .iter()
+                .flat_map(|segment| segment.split(*separators))
+                .collect();
+            [normalised(split.clone()), split]
+        })
+        .collect()
 }
 
 /// `segments` as a backend that resolves paths reads them: empty and `.` segments dropped,
@@ -403,6 +400,12 @@ mod tests {
             ("GET", "/users\\7\\keys", true),
             ("GET", "/users%5C7%5Ckeys", true),
             ("GET", "/users/7\\x\\..\\keys", true),
+            // Or keeps it inside its segment (Kestrel alone), while it resolves `..`; or takes
+            // it for `/` and resolves nothing (axum behind a proxy that turns it into `/`).
+            ("GET", "/users/7/x%5Cy/../keys", true),
+            ("GET", "/users/7/x\\y/../keys", true),
+            ("GET", "/users\\..\\keys", true),
+            ("GET", "/users%5C%5Ckeys", true),
             // A `%` that starts no escape is kept as it is (were it dropped, each of these
             // would read `keys`); bytes that are not UTF-8 are a segment still (replaced), which
             // a capture takes.
@@ -467,6 +470,13 @@ mod tests {
             .deny(Method::GET, "/billing/{n:int}")
             .unwrap();
         assert_eq!(replaced.len(), 21, "one rule for get and GET");
+        // A rule for HEAD holds for HEAD alone; one for GET, for both.
+        let head = RoutePolicy::empty().deny(Method::HEAD, "/x").unwrap();
+        assert!(head.forbids(&Method::HEAD, "/x"));
+        assert!(head.forbids(&lower("head"), "/x"));
+        assert!(!head.forbids(&Method::GET, "/x"));
+        let get = RoutePolicy::empty().deny(Method::GET, "/x").unwrap();
+        assert!(get.forbids(&Method::HEAD, "/x"));
     }
 
     #[test]
