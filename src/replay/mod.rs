@@ -166,6 +166,13 @@ pub enum ReplayStoreError {
 /// `record` must be atomic: of any number of concurrent calls for one request, exactly one
 /// returns [`Recorded::Fresh`]. When it returns anything but `Fresh`, nothing of the request
 /// may stay remembered.
+///
+/// `record`'s future may be dropped before it is done: the verifier drops it when the store
+/// timeout passes (503 `nonce_store_unavailable`), and a request's whole future goes when
+/// its client does. A store whose record takes more than one step (two round trips to a
+/// server, one a key) must leave nothing of the request when cut off between them (make it
+/// one atomic step: a script, a transaction); otherwise the client's retry of the request is
+/// refused as a replay of a request that was never accepted.
 #[async_trait]
 pub trait ReplayStore: Send + Sync + 'static {
     /// Records `request` unless an earlier accepted request shares its MAC or (when
