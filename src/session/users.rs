@@ -273,11 +273,13 @@ struct Argon2Check {
 
 impl Argon2Check {
     /// `None` when no password could match `hash`: not argon2, no salt (or one argon2 refuses
-    /// as too short), no hash, or costs argon2 refuses. (The PHC parser takes hashes of 10 to 64
-    /// bytes only, which argon2 can all make.)
+    /// as too short), no hash, or costs argon2 refuses or that ask for more than
+    /// [`MAX_MEMORY_KIB`]. (The PHC parser takes hashes of 10 to 64 bytes only, which argon2
+    /// can all make.)
     fn of(hash: &PasswordHash<'_>) -> Option<Self> {
         let (salt, expected) = (hash.salt?, hash.hash?);
         let (algorithm, version, params) = argon2_of(hash)?;
+        (params.m_cost() <= MAX_MEMORY_KIB).then_some(())?;
         let mut salt_bytes = [0u8; 64];
         let salt_len = salt.decode_b64(&mut salt_bytes).ok()?.len();
         (salt_len >= argon2::MIN_SALT_LEN).then_some(())?;
@@ -293,7 +295,20 @@ impl Argon2Check {
         // An `Output` holds at most `MAX_LENGTH` bytes: the slice is always in bounds.
         let mut computed = Zeroizing::new([0u8; Output::MAX_LENGTH]);
         let computed = &mut computed[..self.expected.len()];
-        memory.resize(self.argon2.params().block_count(), Block::default());
+        let blocks = self.argon2.params().block_count();
+        // Up to `MAX_MEMORY_KIB` a check, and several checks at once: a machine without that
+        // much fails the sign-in (and says so) rather than abort the process.
+        if memory
+            .try_reserve_exact(blocks.saturating_sub(memory.len()))
+            .is_err()
+        {
+            tracing::error!(
+                memory_kib = self.argon2.params().m_cost(),
+                "no memory for a password check"
+            );
+            return false;
+        }
+        memory.resize(blocks, Block::default());
         let salt = &self.salt[..self.salt_len];
         self.argon2
             .hash_password_into_with_memory(password, salt, computed, &mut memory[..])
@@ -301,6 +316,11 @@ impl Argon2Check {
             && bool::from(computed.ct_eq(self.expected.as_bytes()))
     }
 }
+
+/// The most working memory a password hash may ask argon2 for: 2 GiB, the first (and
+/// largest) of RFC 9106's recommended costs. A hash asking for more (a typo's 4 TiB) is refused
+/// when the users are loaded, not at a sign-in that could not allocate it.
+const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
 
 /// Most password checks at once, however many cores: each keeps argon2's working memory.
 const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 4;
@@ -725,6 +745,9 @@ mod tests {
             format!("$argon2id$v=19$m=19456,t=2,p=1${salt}"),
             good.replacen("$argon2id$", "$argon2x$", 1),
             good.replacen("t=2", "t=0", 1),
+            // More memory than RFC 9106 recommends at most (2 GiB): refused at load.
+            good.replacen("m=19456", "m=2097153", 1),
+            good.replacen("m=19456", "m=4294967295", 1),
             // A salt of 6 bytes: argon2 takes 8 or more.
             good.replacen(salt, "AAAAAAAA", 1),
             // Hashes of 66 and 2 bytes: argon2 makes 4 to 2^32, the PHC string holds 10 to 64.
@@ -733,6 +756,12 @@ mod tests {
         ] {
             assert!(User::new("u", hash.as_str(), vec![]).is_err(), "{hash}");
         }
+        // 2 GiB itself is taken (not checked here: that would take the 2 GiB).
+        let largest = good.replacen("m=19456", "m=2097152", 1);
+        assert!(
+            User::new("u", largest.as_str(), vec![]).is_ok(),
+            "{largest}"
+        );
     }
 
     #[test]
