@@ -532,8 +532,21 @@ fn a_missing_or_malformed_keys_file_is_one_line_and_exit_2() {
         "[[users]]\nusername = \"u\"\npassword_hash = 8675309123\n",
     )
     .unwrap();
+    // A misspelt table: the server would start without its users.
+    let misspelt_table = dir.path().join("misspelt-table.toml");
+    std::fs::write(
+        &misspelt_table,
+        "[[keys]]\nid = \"a\"\nsecret = \"topsecret\"\n\n[[user]]\nusername = \"u\"\n",
+    )
+    .unwrap();
     let missing = dir.path().join("missing.toml");
-    for path in [&broken, &bad_hash, &hash_of_wrong_type, &missing] {
+    for path in [
+        &broken,
+        &bad_hash,
+        &hash_of_wrong_type,
+        &misspelt_table,
+        &missing,
+    ] {
         let output = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
             .arg(path)

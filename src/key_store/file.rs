@@ -111,7 +111,8 @@ struct KeysFile {
 #[serde(deny_unknown_fields)]
 struct KeyEntry {
     id: String,
-    secret: String,
+    /// Zeroed when dropped: a key the loop has not reached when another is refused goes too.
+    secret: zeroize::Zeroizing<String>,
     #[serde(default)]
     #[allow(dead_code)] // read for validation of the shape; shown by tools, not used here
     name: Option<String>,
@@ -311,7 +312,7 @@ fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
     let file: KeysFile = parse(path, text)?;
     let mut keys = KeySet::with_capacity_and_hasher(file.keys.len(), KeyHashing::new());
     let mut seen = std::collections::HashSet::new();
-    for (position, entry) in file.keys.into_iter().enumerate() {
+    for (position, mut entry) in file.keys.into_iter().enumerate() {
         let invalid = |message: &str| FileKeyStoreError::InvalidKey {
             path: path.to_owned(),
             index: position + 1,
@@ -344,7 +345,7 @@ fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
             )));
         }
         let record = KeyRecord {
-            secret: Secret::new(entry.secret.into_bytes()),
+            secret: Secret::new(std::mem::take(&mut *entry.secret).into_bytes()),
             accounts: entry.accounts,
             schemes,
         };

@@ -3,11 +3,16 @@
 use armor_psk::session::{User, Users};
 use serde::Deserialize;
 
-/// The tables of the keys file the key store does not read.
+/// The tables of the keys file the key store does not read. Any table but these two is an
+/// error: a misspelt `[[user]]` must not start a server without its users.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct UsersFile {
     #[serde(default)]
     users: Vec<UserEntry>,
+    /// The key store's; skipped here.
+    #[serde(default, rename = "keys")]
+    _keys: serde::de::IgnoredAny,
 }
 
 #[derive(Deserialize)]
