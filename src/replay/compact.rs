@@ -41,7 +41,10 @@ const SLOTS: usize = 3;
 ///
 /// Expired entries are swept out of a shard once its clock has moved on 16 seconds since its
 /// last sweep, and from every shard (at most once per clock second) before a request is
-/// refused as full; until then a new entry may take an expired entry's slot. Expiry follows
+/// refused as full; until then a new entry may take an expired entry's slot. A request that
+/// finds the store full while another thread's sweep of every shard is under way is refused
+/// without waiting for that sweep: records run on the runtime's threads, and a sweep of a
+/// large store takes milliseconds. Expiry follows
 /// the [`ReplayRecord::now`] the verifier passes in, not a clock of the store's own, so a
 /// [`ManualClock`](crate::clock::ManualClock) moves it in tests.
 ///
@@ -74,10 +77,8 @@ struct Inner {
     chunk: u64,
     capacity: u64,
     /// The clock second of the last sweep of every shard, so that a full store does not sweep
-    /// itself again for every refused request within one second. Held while a sweep of every
-    /// shard runs, so that another thread that finds the store full in that second waits for
-    /// the sweep to end instead of refusing its request before the expired entries are out.
-    swept_all_at: Mutex<u64>,
+    /// itself again for every refused request within one second.
+    swept_all_at: AtomicU64,
     hashing: KeyHashing,
     /// Every shard's table, one after the other in one allocation (so that the kernel can back
     /// it with huge pages: a random bucket of a 30 MB table is then seldom a TLB miss too).
@@ -532,23 +533,20 @@ impl CompactReplayStore {
         }
     }
 
-    /// Sweeps every shard, unless that was done in this clock second already (nothing has
-    /// expired since).
+    /// Sweeps every shard, unless that was done (or begun, by another thread) in this clock
+    /// second already (nothing has expired since).
     fn sweep_all(&self, now: u32) {
-        // Taken with no shard's lock held (the caller's insert has let its lock go), and the
-        // shards' locks one at a time under it.
-        let mut swept_all_at = self
+        if self
             .inner
             .swept_all_at
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *swept_all_at == u64::from(now) {
+            .swap(u64::from(now), Ordering::AcqRel)
+            == u64::from(now)
+        {
             return;
         }
         for index in 0..self.inner.shards.len() {
             self.lock(index).sweep(now, &self.inner);
         }
-        *swept_all_at = u64::from(now);
     }
 
     /// Claims up to a chunk of the capacity for a shard's reserve; how much (0 when full).
@@ -725,7 +723,7 @@ impl CompactReplayStoreBuilder {
                 // Small enough that reserves are a small part of each shard's share.
                 chunk: (share / 64).clamp(1, MAX_CHUNK),
                 capacity: self.capacity,
-                swept_all_at: Mutex::new(NEVER),
+                swept_all_at: AtomicU64::new(NEVER),
                 hashing: KeyHashing::new(),
             }),
         }
