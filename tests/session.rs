@@ -45,7 +45,7 @@ fn test_app() -> TestApp {
         .key(GONE_KEY_ID, SECRET)
         .build();
     let psk = VerifyPskLayer::new(keys).clock(clock.clone());
-    let auth = ArmorAuthLayer::new(psk, sessions.clone()).key_accounts(|key_id| match key_id {
+    let auth = ArmorAuthLayer::new(psk, sessions.clone()).key_accounts(|key| match key.key_id() {
         KEY_ID => Some(vec![7]),
         OPEN_KEY_ID => Some(Vec::new()),
         _ => None,

@@ -56,6 +56,12 @@ struct KeyRecord {
     schemes: Vec<String>,
 }
 
+impl KeyRecord {
+    fn may_sign_with(&self, scheme: &str) -> bool {
+        self.schemes.iter().any(|listed| listed == scheme)
+    }
+}
+
 /// The scheme a key may sign with when its table names none.
 pub const DEFAULT_SCHEME: &str = "armor-psk";
 
@@ -222,11 +228,13 @@ impl FileKeyStore {
         self.current().is_empty()
     }
 
-    /// The accounts an active key may act on (its `accounts` list; empty when it has none), or
-    /// `None` when the key is not in the file as last loaded, or is disabled there.
-    pub fn accounts(&self, key_id: &str) -> Option<Vec<i64>> {
+    /// The accounts a key may act on when it signs with `scheme` (its `accounts` list; empty
+    /// when it has none), or `None` when the file as last loaded has no active key of that id
+    /// that lists `scheme`: one that answered a request before a reload may not any more.
+    pub fn accounts(&self, key_id: &str, scheme: &str) -> Option<Vec<i64>> {
         self.current()
             .get(key_id)
+            .filter(|record| record.may_sign_with(scheme))
             .map(|record| record.accounts.clone())
     }
 
@@ -247,7 +255,7 @@ impl FileKeyStore {
     fn find(&self, key_id: &str, scheme: &str) -> Option<Secret> {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         keys.get(key_id)
-            .filter(|record| record.schemes.iter().any(|s| s == scheme))
+            .filter(|record| record.may_sign_with(scheme))
             .map(|record| record.secret.clone())
     }
 
@@ -443,9 +451,11 @@ mod tests {
         );
         assert_eq!(store.lookup("key-2").await.unwrap(), None);
         assert_eq!(store.len(), 1);
-        assert_eq!(store.accounts("key-1"), Some(vec![7, 8]));
-        assert_eq!(store.accounts("key-2"), None);
-        assert_eq!(store.accounts("key-3"), None);
+        assert_eq!(store.accounts("key-1", DEFAULT_SCHEME), Some(vec![7, 8]));
+        // Not a scheme the key lists, disabled, not there.
+        assert_eq!(store.accounts("key-1", "date-hmac"), None);
+        assert_eq!(store.accounts("key-2", DEFAULT_SCHEME), None);
+        assert_eq!(store.accounts("key-3", DEFAULT_SCHEME), None);
     }
 
     #[tokio::test]

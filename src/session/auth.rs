@@ -84,7 +84,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
     }
 }
 
-type KeyAccounts = Arc<dyn Fn(&str) -> Option<Vec<i64>> + Send + Sync>;
+type KeyAccounts = Arc<dyn Fn(&VerifiedKey) -> Option<Vec<i64>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Shared {
@@ -154,11 +154,12 @@ impl<Sch> ArmorAuthLayer<Sch> {
         self.with(|shared| shared.policy = policy)
     }
 
-    /// The accounts each API key may act on: `Some` of its list, where an empty list passes
-    /// `X-Account-Context` through unchecked (field clients send it with every request); `None`
-    /// for a key that is no longer there, which is refused with 401 `unknown_key`. A key
-    /// revoked while its request's body was read verified against the secret it had, and
-    /// is asked about here afterwards: an answer of "no list" for it would lift its limit.
+    /// The accounts each verified key may act on: `Some` of its list, where an empty list
+    /// passes `X-Account-Context` through unchecked (field clients send it with every
+    /// request); `None` for a key that may no longer sign with the scheme it used (gone,
+    /// disabled, or its schemes changed), which is refused with 401 `unknown_key`. A key
+    /// revoked while its request's body was read verified against the secret it had, and is
+    /// asked about here afterwards: an answer of "no list" for it would lift its limit.
     /// Defaults to any account for every key.
     ///
     /// ```
@@ -168,14 +169,14 @@ impl<Sch> ArmorAuthLayer<Sch> {
     ///
     /// let keys = MemoryKeyStore::builder().key("key-1", "secret").build();
     /// let auth = ArmorAuthLayer::new(VerifyPskLayer::new(keys), Sessions::builder(Users::default()).build())
-    ///     .key_accounts(|key_id| match key_id {
+    ///     .key_accounts(|key| match key.key_id() {
     ///         "key-1" => Some(vec![1001]),
     ///         _ => None,
     ///     });
     /// ```
     pub fn key_accounts(
         self,
-        accounts: impl Fn(&str) -> Option<Vec<i64>> + Send + Sync + 'static,
+        accounts: impl Fn(&VerifiedKey) -> Option<Vec<i64>> + Send + Sync + 'static,
     ) -> Self {
         self.with(|shared| shared.key_accounts = Arc::new(accounts))
     }
@@ -422,7 +423,7 @@ impl<S> KeyStage<S> {
             );
             return Err(Rejection::ForbiddenForApiKey);
         }
-        let Some(accounts) = (self.shared.key_accounts)(key.key_id()) else {
+        let Some(accounts) = (self.shared.key_accounts)(&key) else {
             tracing::info!(
                 key_id = key.key_id(),
                 "key gone since its request was verified"

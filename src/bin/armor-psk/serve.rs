@@ -11,7 +11,7 @@ use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
 use armor_psk::psk::{ArmorPsk, Credential};
 use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User, Users};
 use armor_psk::verify::{read_body, OneOf, VerifyLayer, DEFAULT_BODY_LIMIT, DEFAULT_BODY_TIMEOUT};
-use armor_psk::{Rejection, Signer};
+use armor_psk::{Rejection, Signer, VerifiedKey};
 use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -66,7 +66,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Fatal> {
     runtime.block_on(serve(args))
 }
 
-type KeyAccounts = Box<dyn Fn(&str) -> Option<Vec<i64>> + Send + Sync>;
+type KeyAccounts = Box<dyn Fn(&VerifiedKey) -> Option<Vec<i64>> + Send + Sync>;
 
 /// Both signing schemes: ARMOR-PSK, and the signed-Date scheme for the keys that list it.
 type Schemes = OneOf<ArmorPsk, DateHmac>;
@@ -94,7 +94,7 @@ fn open_file(path: PathBuf) -> Result<Directory, Fatal> {
     Ok(Directory {
         key_store: Box::new(store.clone()),
         date_key_store: Box::new(store.for_scheme(armor_psk::date_hmac::SCHEME_NAME)),
-        key_accounts: Box::new(move |key_id| accounts.accounts(key_id)),
+        key_accounts: Box::new(move |key| accounts.accounts(key.key_id(), key.scheme())),
         users,
         file: Some(store),
         demo: None,
@@ -141,7 +141,7 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         DateHmac::new(directory.date_key_store),
     ));
     let auth = ArmorAuthLayer::new(psk.clone(), sessions.clone())
-        .key_accounts(move |key_id| key_accounts(key_id));
+        .key_accounts(move |key| key_accounts(key));
     let metrics = Metrics::default();
 
     let mut api = Router::new()
