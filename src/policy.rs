@@ -287,10 +287,15 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
 ///   `/` in front of an ASP.NET API; Kestrel alone keeps it);
 /// - a decoded `/` taken for `/` or kept inside its segment (a proxy may decode `%2F`; Kestrel
 ///   keeps it).
+///
+/// A way of splitting that would split on a character the path does not hold is left out: it
+/// reads the path as another way does.
 fn readings<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<Vec<&'s str>> {
     const SEPARATORS: [&[char]; 4] = [&[], &['\\'], &['/'], &['\\', '/']];
+    let holds = |separator: &char| as_sent.iter().any(|segment| segment.contains(*separator));
     SEPARATORS
         .iter()
+        .filter(|separators| separators.iter().all(holds))
         .flat_map(|separators| {
             let split: Vec<&'s str> = as_sent
                 .iter()
@@ -477,6 +482,15 @@ mod tests {
         assert!(!head.forbids(&Method::GET, "/x"));
         let get = RoutePolicy::empty().deny(Method::GET, "/x").unwrap();
         assert!(get.forbids(&Method::HEAD, "/x"));
+    }
+
+    #[test]
+    fn a_path_is_read_once_for_each_way_of_splitting_it_holds() {
+        let count = |path| readings(&segments_as_sent(path)).len();
+        assert_eq!(count("/users/7/keys"), 2);
+        assert_eq!(count("/users/7%5Ckeys"), 4);
+        assert_eq!(count("/users/7%2Fkeys"), 4);
+        assert_eq!(count("/users\\7%2Fkeys"), 8);
     }
 
     #[test]
