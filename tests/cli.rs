@@ -547,11 +547,12 @@ fn a_missing_or_malformed_keys_file_is_one_line_and_exit_2() {
         &misspelt_table,
         &missing,
     ] {
-        let output = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
-            .arg(path)
-            .output()
-            .unwrap();
+        let output = exited_within(
+            Command::new(BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+                .arg(path),
+            Duration::from_secs(30),
+        );
         assert_eq!(output.status.code(), Some(2), "{path:?}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -564,6 +565,25 @@ fn a_missing_or_malformed_keys_file_is_one_line_and_exit_2() {
             "{stderr}"
         );
     }
+}
+
+/// What `command` printed and how it exited; fails the test, and kills it, if it still runs
+/// after `limit` (a server that started where it should have refused to).
+fn exited_within(command: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("still running after {limit:?}: {command:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[tokio::test]
