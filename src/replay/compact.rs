@@ -42,9 +42,10 @@ const SLOTS: usize = 3;
 /// Expired entries are swept out of a shard once its clock has moved on 16 seconds since its
 /// last sweep, and from every shard (at most once per clock second) before a request is
 /// refused as full; until then a new entry may take an expired entry's slot. A request that
-/// finds the store full while another thread's sweep of every shard is under way is refused
-/// without waiting for that sweep: records run on the runtime's threads, and a sweep of a
-/// large store takes milliseconds. Expiry follows
+/// finds the store full while another thread's sweep of every shard is under way does not
+/// wait for that sweep (records run on the runtime's threads, and a sweep of a large store
+/// takes milliseconds): it tries again with what the sweep has freed so far, and may be
+/// refused. Expiry follows
 /// the [`ReplayRecord::now`] the verifier passes in, not a clock of the store's own, so a
 /// [`ManualClock`](crate::clock::ManualClock) moves it in tests.
 ///
