@@ -63,7 +63,7 @@ impl KeyRecord {
 }
 
 /// The scheme a key may sign with when its table names none.
-pub const DEFAULT_SCHEME: &str = "armor-psk";
+pub const DEFAULT_SCHEME: &str = crate::psk::SCHEME_NAME;
 
 /// Why a keys file could not be loaded. The message names the file and the fault, never a
 /// secret.
@@ -232,10 +232,7 @@ impl FileKeyStore {
     /// when it has none), or `None` when the file as last loaded has no active key of that id
     /// that lists `scheme`: one that answered a request before a reload may not any more.
     pub fn accounts(&self, key_id: &str, scheme: &str) -> Option<Vec<i64>> {
-        self.current()
-            .get(key_id)
-            .filter(|record| record.may_sign_with(scheme))
-            .map(|record| record.accounts.clone())
+        self.with_key(key_id, scheme, |record| record.accounts.clone())
     }
 
     /// A view of this store that finds only the keys whose `schemes` list `scheme`. It follows
@@ -253,10 +250,20 @@ impl FileKeyStore {
     }
 
     fn find(&self, key_id: &str, scheme: &str) -> Option<Secret> {
+        self.with_key(key_id, scheme, |record| record.secret.clone())
+    }
+
+    /// `read` of the active key `key_id` if it may sign with `scheme`, under the read lock.
+    fn with_key<R>(
+        &self,
+        key_id: &str,
+        scheme: &str,
+        read: impl FnOnce(&KeyRecord) -> R,
+    ) -> Option<R> {
         let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         keys.get(key_id)
             .filter(|record| record.may_sign_with(scheme))
-            .map(|record| record.secret.clone())
+            .map(read)
     }
 
     fn current(&self) -> Arc<KeySet> {
@@ -292,7 +299,7 @@ impl SchemeKeys {
 super::key_store_at_once!(SchemeKeys, find);
 
 /// The schemes a keys file may name.
-const KNOWN_SCHEMES: [&str; 2] = [DEFAULT_SCHEME, "date-hmac"];
+const KNOWN_SCHEMES: [&str; 2] = [DEFAULT_SCHEME, crate::date_hmac::SCHEME_NAME];
 
 fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
     keys_of(path, &read_text(path)?)
@@ -453,7 +460,7 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert_eq!(store.accounts("key-1", DEFAULT_SCHEME), Some(vec![7, 8]));
         // Not a scheme the key lists, disabled, not there.
-        assert_eq!(store.accounts("key-1", "date-hmac"), None);
+        assert_eq!(store.accounts("key-1", crate::date_hmac::SCHEME_NAME), None);
         assert_eq!(store.accounts("key-2", DEFAULT_SCHEME), None);
         assert_eq!(store.accounts("key-3", DEFAULT_SCHEME), None);
     }
@@ -468,7 +475,7 @@ mod tests {
              [[keys]]\nid = \"both\"\nsecret = \"c\"\nschemes = [\"armor-psk\", \"date-hmac\"]\n",
         );
         let store = FileKeyStore::open(file.path()).unwrap();
-        let date = store.for_scheme("date-hmac");
+        let date = store.for_scheme(crate::date_hmac::SCHEME_NAME);
         for (id, psk, date_hmac) in [
             ("psk", true, false),
             ("date", false, true),
