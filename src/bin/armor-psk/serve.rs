@@ -135,13 +135,12 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         None => make_demo()?,
     };
     let sessions = Sessions::builder(directory.users).build();
-    let key_accounts = directory.key_accounts;
     let psk = VerifyLayer::with_scheme(OneOf::new(
         ArmorPsk::new(directory.key_store),
         DateHmac::new(directory.date_key_store),
     ));
     let auth = ArmorAuthLayer::new(psk.clone(), sessions.clone())
-        .key_accounts(move |key| key_accounts(key));
+        .key_accounts(directory.key_accounts);
     let metrics = Metrics::default();
 
     let mut api = Router::new()
