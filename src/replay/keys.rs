@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -282,23 +282,21 @@ pub(crate) fn nonce_key(key_id: &str, nonce: &str) -> u128 {
 /// Not a `OnceLock`: its state change is a locked compare-and-swap on every request. Threads
 /// that race here store the same key ([`nonce_key`] is a function of its inputs under the
 /// process's one key), so no compare-and-swap is needed, and on x86 these loads and stores
-/// are plain moves.
+/// are plain moves. A rule-2 key has its top bit set, so a high word of 0 means "not hashed
+/// yet".
 #[derive(Default)]
 pub(crate) struct LazyNonceKey {
     low: AtomicU64,
+    /// Stored after `low`, with release: a reader that sees it non-zero sees `low` too.
     high: AtomicU64,
-    hashed: AtomicBool,
 }
 
 impl LazyNonceKey {
     /// The key of `key_id` and `nonce`, which must be the same every call.
     pub(crate) fn get(&self, key_id: &str, nonce: &str) -> u128 {
-        if self.hashed.load(Ordering::Acquire) {
-            let (low, high) = (
-                self.low.load(Ordering::Relaxed),
-                self.high.load(Ordering::Relaxed),
-            );
-            return u128::from(high) << 64 | u128::from(low);
+        let high = self.high.load(Ordering::Acquire);
+        if high != 0 {
+            return u128::from(high) << 64 | u128::from(self.low.load(Ordering::Relaxed));
         }
         let key = nonce_key(key_id, nonce);
         self.keep(key);
@@ -306,9 +304,9 @@ impl LazyNonceKey {
     }
 
     fn keep(&self, key: u128) {
+        debug_assert_ne!(key & NONCE_KEY, 0, "a rule-2 key has its top bit set");
         self.low.store(key as u64, Ordering::Relaxed);
-        self.high.store((key >> 64) as u64, Ordering::Relaxed);
-        self.hashed.store(true, Ordering::Release);
+        self.high.store((key >> 64) as u64, Ordering::Release);
     }
 
     /// One that holds `key` already, whatever it is asked.
@@ -348,7 +346,8 @@ mod tests {
         assert_eq!(lazy.get("k", "n"), nonce_key("k", "n"));
         // Kept: what it is asked next is not hashed (the verifier asks with the same ids).
         assert_eq!(lazy.get("other", "ids"), nonce_key("k", "n"));
-        assert_eq!(LazyNonceKey::holding(7).get("k", "n"), 7);
+        let held = 7 | NONCE_KEY;
+        assert_eq!(LazyNonceKey::holding(held).get("k", "n"), held);
     }
 
     #[test]

@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_kept_nonce_key_is_taken_only_for_the_slices_it_is_the_key_of() {
-        const CARRIED: u128 = 42;
+        const CARRIED: u128 = 42 | 1 << 127;
         let kept = LazyNonceKey::holding(CARRIED);
         let mac = [1u8; MAC_LEN];
         let ids = String::from("key-1n1");

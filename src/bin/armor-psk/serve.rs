@@ -139,8 +139,8 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         ArmorPsk::new(directory.key_store),
         DateHmac::new(directory.date_key_store),
     ));
-    let auth = ArmorAuthLayer::new(psk.clone(), sessions.clone())
-        .key_accounts(directory.key_accounts);
+    let auth =
+        ArmorAuthLayer::new(psk.clone(), sessions.clone()).key_accounts(directory.key_accounts);
     let metrics = Metrics::default();
 
     let mut api = Router::new()
