@@ -148,8 +148,9 @@ impl SmallChunks {
         let adding = first.as_ref().map_or(0, Bytes::len) + data.remaining();
         let run = self.gathered.len() + adding;
         if run > self.gathered.capacity() {
-            // A short run is sized as it grows. One that passes SMALL_CHUNK gets room for a
-            // whole gathered chunk at once (it is handed over once it passes GATHERED_CHUNK, and
+            // A short run grows as a Vec does (doubling), with room for the kept first chunk
+            // and this one reserved together, so that its first merge allocates once. One that
+            // passes SMALL_CHUNK gets room for a whole gathered chunk at once (it is handed over once it passes GATHERED_CHUNK, and
             // each small chunk is under SMALL_CHUNK), so that it is not copied again as it grows.
             let room = if run < SMALL_CHUNK {
                 adding
