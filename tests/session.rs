@@ -69,8 +69,12 @@ fn test_app() -> TestApp {
 }
 
 impl TestApp {
+    async fn respond(&self, request: Request<Body>) -> http::Response<Body> {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
     async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = self.respond(request).await;
         let status = response.status();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
@@ -136,7 +140,18 @@ impl TestApp {
         path: &str,
         account: Option<&str>,
     ) -> (StatusCode, Value) {
-        let signer = Signer::new(key_id, SECRET)
+        let mut request = self.signed(key_id, SECRET, method, path);
+        if let Some(account) = account {
+            request
+                .headers_mut()
+                .insert("x-account-context", account.parse().unwrap());
+        }
+        self.send(request).await
+    }
+
+    /// A request without a body, signed with `secret` on this app's clock.
+    fn signed(&self, key_id: &str, secret: &str, method: Method, path: &str) -> Request<Body> {
+        let signer = Signer::new(key_id, secret)
             .unwrap()
             .clock(self.clock.clone());
         let mut request = Request::builder()
@@ -145,12 +160,7 @@ impl TestApp {
             .body(Vec::new())
             .unwrap();
         signer.sign(&mut request).unwrap();
-        if let Some(account) = account {
-            request
-                .headers_mut()
-                .insert("x-account-context", account.parse().unwrap());
-        }
-        self.send(request.map(Body::from)).await
+        request.map(Body::from)
     }
 }
 
@@ -392,12 +402,8 @@ async fn api_keys_may_not_call_the_user_routes_but_users_may() {
     );
 
     // Refused for a bad signature before the policy is looked at: no one learns the list.
-    let wrong = Signer::new(OPEN_KEY_ID, "wrong")
-        .unwrap()
-        .clock(app.clock.clone());
-    let mut request = Request::get("/users/5/keys").body(Vec::new()).unwrap();
-    wrong.sign(&mut request).unwrap();
-    let (status, body) = app.send(request.map(Body::from)).await;
+    let wrong = app.signed(OPEN_KEY_ID, "wrong", Method::GET, "/users/5/keys");
+    let (status, body) = app.send(wrong).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "bad_signature");
 }
@@ -410,11 +416,8 @@ async fn a_request_with_neither_credential_is_told_both_ways_in() {
         if let Some(value) = authorization {
             request = request.header("authorization", value);
         }
-        let response = app
-            .router
-            .clone()
-            .oneshot(request.body(Body::empty()).unwrap());
-        async move { challenges_of(&response.await.unwrap()) }
+        let response = app.respond(request.body(Body::empty()).unwrap());
+        async move { challenges_of(&response.await) }
     };
     for neither in [None, Some("Bearer abc")] {
         let (status, named) = challenges(neither).await;
@@ -433,14 +436,9 @@ async fn a_request_with_neither_credential_is_told_both_ways_in() {
         (StatusCode::UNAUTHORIZED, vec!["FH-AUTH".to_owned()])
     );
     // A signed request refused with a 401 of its own names its scheme alone too.
-    let wrong = Signer::new(OPEN_KEY_ID, "wrong")
-        .unwrap()
-        .clock(app.clock.clone());
-    let mut request = Request::get("/accounts/2").body(Vec::new()).unwrap();
-    wrong.sign(&mut request).unwrap();
-    let response = app.router.clone().oneshot(request.map(Body::from)).await;
+    let wrong = app.signed(OPEN_KEY_ID, "wrong", Method::GET, "/accounts/2");
     assert_eq!(
-        challenges_of(&response.unwrap()),
+        challenges_of(&app.respond(wrong).await),
         (StatusCode::UNAUTHORIZED, vec!["ARMOR-PSK".to_owned()])
     );
 }
