@@ -8,10 +8,11 @@ use crate::psk::HmacSha512;
 
 /// A shared secret: the bytes a key's HMAC is keyed with.
 ///
-/// Cloning is cheap (the bytes are shared). The bytes are zeroed when the last clone is dropped;
-/// `Debug` prints `[redacted]` and there is no `Display`, so a secret cannot reach a log by
-/// accident. The keyed HMAC-SHA512 state is computed on first use and kept beside the bytes, so
-/// the key's padded blocks are hashed once per key rather than once per request.
+/// Cloning is cheap (the bytes are shared). `Debug` prints `[redacted]` and there is no
+/// `Display`, so a secret cannot reach a log by accident. The keyed HMAC-SHA512 state is
+/// computed on first use and kept beside the bytes, so the key's padded blocks are hashed once
+/// per key rather than once per request. The bytes and that state (which signs as the key does)
+/// are zeroed when the last clone is dropped.
 ///
 /// ```
 /// use armor_psk::Secret;
@@ -24,7 +25,30 @@ pub struct Secret(Arc<SecretInner>);
 
 struct SecretInner {
     bytes: Zeroizing<Vec<u8>>,
-    hmac_sha512: OnceLock<HmacSha512>,
+    hmac_sha512: OnceLock<KeyedState>,
+}
+
+/// A keyed HMAC state, zeroed when dropped: its inner and outer hash states sign as the key
+/// does, so they are as secret as its bytes.
+struct KeyedState(HmacSha512);
+
+// What the zeroing below relies on, checked where it can be: `Hmac<Sha512>` is the size of its
+// two SHA-512 states and its block buffer, so a release of `hmac` that added a field (a pointer,
+// say) would stop the build here.
+const _: () = assert!(
+    std::mem::size_of::<HmacSha512>()
+        == std::mem::size_of::<(([u64; 8], u128), ([u64; 8], u128), ([u8; 128], u8))>()
+);
+
+impl Drop for KeyedState {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is exclusively borrowed, sized, and nothing reads it after this.
+        // `Hmac<Sha512>` (hmac 0.12) is two SHA-512 states (`[u64; 8]` and a `u128` counter
+        // each) and a block buffer (`[u8; 128]` and a `u8` position): plain integers, no
+        // pointers, no `Drop`, and all zeros is a valid value of each.
+        unsafe { zeroize::zeroize_flat_type(&mut self.0) }
+    }
 }
 
 impl Secret {
@@ -44,11 +68,14 @@ impl Secret {
 
     /// The HMAC-SHA512 state keyed by this secret.
     pub(crate) fn hmac_sha512(&self) -> &HmacSha512 {
-        self.0.hmac_sha512.get_or_init(|| {
+        let keyed = self.0.hmac_sha512.get_or_init(|| {
             // HMAC takes keys of any length; this cannot fail.
-            <HmacSha512 as Mac>::new_from_slice(&self.0.bytes)
-                .unwrap_or_else(|_| unreachable!("HMAC accepts keys of every length"))
-        })
+            KeyedState(
+                <HmacSha512 as Mac>::new_from_slice(&self.0.bytes)
+                    .unwrap_or_else(|_| unreachable!("HMAC accepts keys of every length")),
+            )
+        });
+        &keyed.0
     }
 }
 
@@ -85,3 +112,30 @@ impl PartialEq for Secret {
 }
 
 impl Eq for Secret {}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{size_of, ManuallyDrop};
+
+    use hmac::Mac;
+
+    use super::{HmacSha512, KeyedState};
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn keyed_state_is_zeroed_when_dropped() {
+        let keyed = HmacSha512::new_from_slice(b"secret").expect("any key length");
+        let mut state = ManuallyDrop::new(KeyedState(keyed));
+        // SAFETY: dropped once, and not used as a `KeyedState` after.
+        unsafe { ManuallyDrop::drop(&mut state) };
+        // SAFETY: the memory is still the local's, and every byte of it (padding too) has been
+        // written with zeros by the drop.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                std::ptr::from_ref(&state).cast::<u8>(),
+                size_of::<KeyedState>(),
+            )
+        };
+        assert!(bytes.iter().all(|&b| b == 0));
+    }
+}
