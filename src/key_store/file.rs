@@ -31,7 +31,7 @@ use crate::psk::MAX_KEY_ID_LEN;
 /// Other top-level tables are ignored, so the file can carry settings of other tools; inside a
 /// `[[keys]]` table an unknown field is an error (a misspelt `disabled` must not pass unnoticed).
 /// Key ids must be unique, 1 to 256 visible ASCII characters without `:`; secrets must not be
-/// empty.
+/// empty, nor an `accounts` list (a key without one may act on every account).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), armor_psk::key_store::FileKeyStoreError> {
@@ -125,7 +125,7 @@ struct KeyEntry {
     #[serde(default)]
     disabled: bool,
     #[serde(default)]
-    accounts: Vec<i64>,
+    accounts: Option<Vec<i64>>,
     #[serde(default)]
     schemes: Option<Vec<String>>,
 }
@@ -350,6 +350,13 @@ fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
                 entry.id
             )));
         }
+        // No list lets the key act on every account; an empty one would too, which is not what
+        // someone who emptied a key's list meant.
+        if entry.accounts.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid(
+                "accounts is empty: list at least one account, or leave it out for every account",
+            ));
+        }
         let schemes = entry
             .schemes
             .unwrap_or_else(|| vec![DEFAULT_SCHEME.to_owned()]);
@@ -361,7 +368,7 @@ fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
         }
         let record = KeyRecord {
             secret: Secret::new(std::mem::take(&mut *entry.secret).into_bytes()),
-            accounts: entry.accounts,
+            accounts: entry.accounts.unwrap_or_default(),
             schemes,
         };
         if !entry.disabled {
@@ -578,6 +585,10 @@ mod tests {
             (
                 "[[keys]]\nid = \"a\"\nsecret = \"s\"\nschemes = [\"hunter2-secret\"]\n",
                 "a scheme is not one of",
+            ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = \"s\"\naccounts = []\n",
+                "accounts is empty",
             ),
         ];
         let mut file = tempfile::NamedTempFile::new().unwrap();
