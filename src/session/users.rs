@@ -274,12 +274,13 @@ struct Argon2Check {
 impl Argon2Check {
     /// `None` when no password could match `hash`: not argon2, no salt (or one argon2 refuses
     /// as too short), no hash, or costs argon2 refuses or that ask for more than
-    /// [`MAX_MEMORY_KIB`]. (The PHC parser takes hashes of 10 to 64 bytes only, which argon2
-    /// can all make.)
+    /// [`MAX_MEMORY_KIB`] or [`MAX_WORK_KIB`]. (The PHC parser takes hashes of 10 to 64 bytes
+    /// only, which argon2 can all make.)
     fn of(hash: &PasswordHash<'_>) -> Option<Self> {
         let (salt, expected) = (hash.salt?, hash.hash?);
         let (algorithm, version, params) = argon2_of(hash)?;
-        (params.m_cost() <= MAX_MEMORY_KIB).then_some(())?;
+        let work_kib = u64::from(params.m_cost()) * u64::from(params.t_cost());
+        (params.m_cost() <= MAX_MEMORY_KIB && work_kib <= MAX_WORK_KIB).then_some(())?;
         let mut salt_bytes = [0u8; 64];
         let salt_len = salt.decode_b64(&mut salt_bytes).ok()?.len();
         (salt_len >= argon2::MIN_SALT_LEN).then_some(())?;
@@ -321,6 +322,13 @@ impl Argon2Check {
 /// largest) of RFC 9106's recommended costs. A hash asking for more (a typo's 4 TiB) is refused
 /// when the users are loaded, not at a sign-in that could not allocate it.
 const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+
+/// The most memory a password hash may ask argon2 to pass over in all (its memory times its
+/// passes, `t`): four passes over 2 GiB, four times RFC 9106's largest recommended work, and
+/// about 430 passes at the `hash-password` default of 19 MiB. A hash asking for more (a typo's
+/// `t=4294967295`) would hold a check slot for hours, and an unknown username's stand-in takes
+/// the most common costs: it is refused when the users are loaded.
+const MAX_WORK_KIB: u64 = 4 * MAX_MEMORY_KIB as u64;
 
 /// Most password checks at once, however many cores: each keeps argon2's working memory.
 const MAX_CONCURRENT_PASSWORD_CHECKS: usize = 4;
@@ -748,6 +756,9 @@ mod tests {
             // More memory than RFC 9106 recommends at most (2 GiB): refused at load.
             good.replacen("m=19456", "m=2097153", 1),
             good.replacen("m=19456", "m=4294967295", 1),
+            // More passes over its memory than four over 2 GiB: refused at load.
+            good.replacen("t=2", "t=4294967295", 1),
+            good.replacen("m=19456,t=2", "m=2097152,t=5", 1),
             // A salt of 6 bytes: argon2 takes 8 or more.
             good.replacen(salt, "AAAAAAAA", 1),
             // Hashes of 66 and 2 bytes: argon2 makes 4 to 2^32, the PHC string holds 10 to 64.
@@ -756,12 +767,18 @@ mod tests {
         ] {
             assert!(User::new("u", hash.as_str(), vec![]).is_err(), "{hash}");
         }
-        // 2 GiB itself is taken (not checked here: that would take the 2 GiB).
-        let largest = good.replacen("m=19456", "m=2097152", 1);
-        assert!(
-            User::new("u", largest.as_str(), vec![]).is_ok(),
-            "{largest}"
-        );
+        // 2 GiB itself is taken, and four passes over it (not checked here: that would take
+        // the 2 GiB).
+        for largest in [
+            good.replacen("m=19456", "m=2097152", 1),
+            good.replacen("m=19456,t=2", "m=2097152,t=4", 1),
+            good.replacen("t=2", "t=431", 1),
+        ] {
+            assert!(
+                User::new("u", largest.as_str(), vec![]).is_ok(),
+                "{largest}"
+            );
+        }
     }
 
     #[test]
