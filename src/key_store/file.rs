@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use serde::Deserialize;
 
@@ -46,6 +46,9 @@ use crate::psk::MAX_KEY_ID_LEN;
 pub struct FileKeyStore {
     path: Arc<PathBuf>,
     keys: Arc<RwLock<Arc<KeySet>>>,
+    /// Held by a reload from its read of the file to its swap: of two reloads at once, the
+    /// one that read an older version of the file must not swap it in last.
+    reloading: Arc<Mutex<()>>,
 }
 
 type KeySet = HashMap<String, KeyRecord, KeyHashing>;
@@ -142,20 +145,37 @@ impl FileKeyStore {
         FileKeyStore {
             path: Arc::new(path),
             keys: Arc::new(RwLock::new(Arc::new(keys))),
+            reloading: Arc::new(Mutex::new(())),
         }
     }
 
     /// Reads the file again and swaps in its keys all at once, so a request sees either the
     /// old set or the new one. On error the old set stays in place and the error is returned.
-    /// Returns the number of active keys now loaded.
+    /// Returns the number of active keys now loaded. Reloads (of this store and its clones)
+    /// run one at a time, so the last to finish holds the file as it was last read.
     pub fn reload(&self) -> Result<usize, FileKeyStoreError> {
-        Ok(self.swap_in(load(&self.path)?))
+        self.reload_from(|path| Ok((load(path)?, ())))
+            .map(|(count, ())| count)
     }
 
-    fn swap_in(&self, keys: KeySet) -> usize {
+    /// Loads the file with `load` and swaps its keys in, one reload at a time.
+    fn reload_from<U>(
+        &self,
+        load: impl FnOnce(&Path) -> Result<(KeySet, U), FileKeyStoreError>,
+    ) -> Result<(usize, U), FileKeyStoreError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (keys, tables) = load(&self.path)?;
         let count = keys.len();
-        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
-        count
+        let old = std::mem::replace(
+            &mut *self.keys.write().unwrap_or_else(PoisonError::into_inner),
+            Arc::new(keys),
+        );
+        // Freed (and its secrets zeroed) after the write lock is let go: lookups wait on it.
+        drop(old);
+        Ok((count, tables))
     }
 
     /// [`open`](FileKeyStore::open), and the file's tables of the application's own beside its
@@ -209,8 +229,7 @@ impl FileKeyStore {
         T: serde::de::DeserializeOwned,
         E: fmt::Display,
     {
-        let (keys, tables) = load_with(&self.path, check)?;
-        Ok((self.swap_in(keys), tables))
+        self.reload_from(|path| load_with(path, check))
     }
 
     /// The file this store reads.
@@ -605,6 +624,31 @@ mod tests {
         }
         let missing = FileKeyStore::open("/nonexistent/keys.toml").unwrap_err();
         assert!(matches!(missing, FileKeyStoreError::Io { .. }));
+    }
+
+    #[test]
+    fn of_two_reloads_at_once_the_later_read_is_swapped_in_last() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write(&mut file, "[[keys]]\nid = \"old\"\nsecret = \"s\"\n");
+        let store = FileKeyStore::open(file.path()).unwrap();
+        let (has_read, read) = std::sync::mpsc::channel();
+        let slow = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                store.reload_with(|_: serde::de::IgnoredAny| {
+                    has_read.send(()).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    Ok::<(), String>(())
+                })
+            })
+        };
+        // The slow reload holds the version with "old"; the key is revoked meanwhile.
+        read.recv().unwrap();
+        write(&mut file, "[[keys]]\nid = \"new\"\nsecret = \"s\"\n");
+        store.reload().unwrap();
+        slow.join().unwrap().unwrap();
+        assert_eq!(store.with_key("old", DEFAULT_SCHEME, |_| ()), None);
+        assert_eq!(store.with_key("new", DEFAULT_SCHEME, |_| ()), Some(()));
     }
 
     #[test]
