@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use moka::ops::compute::{CompResult, Op};
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
 
@@ -167,20 +168,26 @@ impl Default for MokaSessionStore {
 }
 
 impl MokaSessionStore {
-    /// A store holding up to `capacity` codes and as many sessions. Past that, moka evicts the
-    /// least useful entries: a user whose session is evicted signs in again.
+    /// A store holding up to `capacity` codes and as many sessions. Past that, the least
+    /// recently used go to make room: a user whose session went signs in again. (Not moka's
+    /// default policy, which admits a new entry only if it is read more often than the one it
+    /// would replace: a code is never read before it is redeemed, and a fresh token has not
+    /// been read yet, so a full store would drop every new one, and anyone signing in often
+    /// enough could keep it full.)
     pub fn new(capacity: u64) -> Self {
         MokaSessionStore {
-            codes: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(KeepFor)
-                .build(),
-            sessions: Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(KeepFor)
-                .build(),
+            codes: cache_of(capacity),
+            sessions: cache_of(capacity),
         }
     }
+}
+
+fn cache_of<V: Clone + Send + Sync + 'static>(capacity: u64) -> Cache<String, Timed<V>> {
+    Cache::builder()
+        .max_capacity(capacity)
+        .eviction_policy(EvictionPolicy::lru())
+        .expire_after(KeepFor)
+        .build()
 }
 
 /// Expiry follows the caller's `now`; moka's own timer only frees the memory afterwards.
@@ -261,6 +268,48 @@ impl SessionStore for MokaSessionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_full_store_makes_room_for_new_codes_and_sessions() {
+        let store = MokaSessionStore::new(4);
+        let record = |n: i64| SessionRecord {
+            username: format!("user-{n}"),
+            password_fingerprint: "f".into(),
+            expires_at: 1_900,
+        };
+        let grant = |n: i64| CodeGrant {
+            username: format!("user-{n}"),
+            password_fingerprint: "f".into(),
+            expires_at: 1_120,
+        };
+        for n in 0..4 {
+            let (token, code) = (format!("t{n}"), format!("c{n}"));
+            store
+                .insert_session(&token, record(n), 1_000)
+                .await
+                .unwrap();
+            store.insert_code(&code, grant(n), 1_000).await.unwrap();
+        }
+        // The sessions in use are read often; the codes are never read before they are redeemed.
+        for _ in 0..10 {
+            for n in 1..4 {
+                store.session(&format!("t{n}"), 1_000).await.unwrap();
+            }
+        }
+        store.sessions.run_pending_tasks();
+        store.insert_session("t4", record(4), 1_000).await.unwrap();
+        store.insert_code("c4", grant(4), 1_000).await.unwrap();
+        store.sessions.run_pending_tasks();
+        store.codes.run_pending_tasks();
+        // The newest are kept; the least recently used went to make room.
+        assert_eq!(store.session("t4", 1_000).await.unwrap(), Some(record(4)));
+        assert_eq!(
+            store.redeem_code("c4", 1_000).await.unwrap(),
+            Some(grant(4))
+        );
+        assert_eq!(store.session("t0", 1_000).await.unwrap(), None);
+        assert_eq!(store.redeem_code("c0", 1_000).await.unwrap(), None);
+    }
 
     #[tokio::test]
     async fn a_code_is_good_once_and_until_it_expires() {
