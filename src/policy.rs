@@ -41,7 +41,15 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use http::Method;
+use http::{HeaderMap, Method};
+
+/// The headers a backend's method-override middleware may take a request's method from,
+/// which [`RoutePolicy::forbids_request`] reads.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 /// The routes of the Armor API that an API key may not call (protocol notes §4).
 pub const ARMOR_FORBIDDEN_FOR_API_KEYS: [(&str, &str); 21] = [
@@ -163,6 +171,35 @@ impl RoutePolicy {
         let as_sent = segments_as_sent(path);
         let readings = readings(&as_sent);
         rules.any(|rule| readings.iter().any(|segments| rule.matches(segments)))
+    }
+
+    /// Whether the rules forbid a request of `method` to `path` with `headers`: [`forbids`]
+    /// for its method and for each method a method-override header names
+    /// ([`METHOD_OVERRIDE_HEADERS`]; a list is read item by item, and a value that is no
+    /// method is none). The headers are not signed, and a backend with method-override
+    /// middleware (ASP.NET Core's `UseHttpMethodOverride`, say) routes on them: a key must not
+    /// reach `PUT /users/7` as a `POST` that asks to be taken for a `PUT`.
+    ///
+    /// ```
+    /// use armor_psk::policy::RoutePolicy;
+    /// use http::{HeaderMap, HeaderValue, Method};
+    ///
+    /// let policy = RoutePolicy::armor_default();
+    /// let mut headers = HeaderMap::new();
+    /// assert!(!policy.forbids_request(&Method::POST, &headers, "/users/7"));
+    /// headers.insert("x-http-method-override", HeaderValue::from_static("put"));
+    /// assert!(policy.forbids_request(&Method::POST, &headers, "/users/7"));
+    /// ```
+    ///
+    /// [`forbids`]: RoutePolicy::forbids
+    pub fn forbids_request(&self, method: &Method, headers: &HeaderMap, path: &str) -> bool {
+        let mut overrides = METHOD_OVERRIDE_HEADERS
+            .iter()
+            .flat_map(|name| headers.get_all(*name))
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|item| Method::from_bytes(item.trim().as_bytes()).ok());
+        self.forbids(method, path) || overrides.any(|method| self.forbids(&method, path))
     }
 
     /// The rules, as `(method, pattern)`.

@@ -400,6 +400,23 @@ async fn api_keys_may_not_call_the_user_routes_but_users_may() {
             .0,
         StatusCode::OK
     );
+    // Nor as a method another method asks to be taken for: a backend may route on the override.
+    for (header, value) in [
+        ("x-http-method-override", "PUT"),
+        ("x-http-method", "put"),
+        ("x-method-override", "PATCH, PUT"),
+    ] {
+        let mut request = app.signed(OPEN_KEY_ID, SECRET, Method::POST, "/users/5");
+        request
+            .headers_mut()
+            .insert(header, http::HeaderValue::from_static(value));
+        let (status, body) = app.send(request).await;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (StatusCode::FORBIDDEN, json!("forbidden_for_api_key")),
+            "{header}: {value}"
+        );
+    }
 
     // Refused for a bad signature before the policy is looked at: no one learns the list.
     let wrong = app.signed(OPEN_KEY_ID, "wrong", Method::GET, "/users/5/keys");

@@ -413,8 +413,8 @@ impl<S> KeyStage<S> {
         let routed = parts.uri.path();
         let sent = crate::psk::signed_path(parts);
         let policy = &self.shared.policy;
-        let forbidden = policy.forbids(&parts.method, routed)
-            || (sent != routed && policy.forbids(&parts.method, sent));
+        let forbids = |path| policy.forbids_request(&parts.method, &parts.headers, path);
+        let forbidden = forbids(routed) || (sent != routed && forbids(sent));
         if forbidden {
             tracing::info!(
                 key_id = key.key_id(),
