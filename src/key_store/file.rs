@@ -413,11 +413,16 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, F
     })
 }
 
-/// The parser's message with its position, but without the quoted source line and without
-/// the value serde names (either may be a secret: `secret = 12345` is "invalid type: integer
-/// `12345`").
+/// The parser's message with its position, on one line (a syntax error's "expected …" comes
+/// on a line of its own), but without the quoted source line and without the value serde names
+/// (either may be a secret: `secret = 12345` is "invalid type: integer `12345`").
 fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = redact_value(error.message());
+    let message = redact_value(error.message())
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
     match error.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -609,12 +614,17 @@ mod tests {
                 "[[keys]]\nid = \"a\"\nsecret = \"s\"\naccounts = []\n",
                 "accounts is empty",
             ),
+            (
+                "[[keys]]\nid = \"a\"\nsecret = hunter2\n",
+                "line 3, column 10: invalid string; expected",
+            ),
         ];
         let mut file = tempfile::NamedTempFile::new().unwrap();
         for (text, expected) in cases {
             write(&mut file, text);
             let error = FileKeyStore::open(file.path()).unwrap_err().to_string();
             assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(!error.contains('\n'), "{text:?}: {error}");
             assert!(!error.contains("98765432123"), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
             assert!(
