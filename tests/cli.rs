@@ -447,7 +447,7 @@ async fn sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_old_keys() {
         format!("[[keys]]\nid = \"new-key\"\nsecret = \"{SECRET}\"\n"),
     )
     .unwrap();
-    hang_up(&server);
+    hang_up(&server.child);
     let mut accepted = false;
     for _ in 0..100 {
         if server
@@ -475,7 +475,7 @@ async fn sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_old_keys() {
     );
     for (failures, text) in [(1, "[[keys]\nid = ".to_owned()), (2, good_keys_bad_users)] {
         std::fs::write(&path, text).unwrap();
-        hang_up(&server);
+        hang_up(&server.child);
         let mut logged = false;
         for _ in 0..100 {
             if server.logs().matches("reload failed").count() == failures {
@@ -502,12 +502,40 @@ async fn sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_old_keys() {
     );
 }
 
-fn hang_up(server: &Server) {
+fn hang_up(child: &Child) {
     let status = Command::new("kill")
-        .args(["-HUP", &server.child.id().to_string()])
+        .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[test]
+fn a_hangup_while_the_keys_file_loads_does_not_end_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    // About two seconds to load in a debug build: the hangup comes while it does.
+    let text: String = (0..40_000)
+        .map(|n| format!("[[keys]]\nid = \"k{n}\"\nsecret = \"s{n}\"\n"))
+        .collect();
+    std::fs::write(&keys, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--keys"])
+        .arg(&keys)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    std::thread::sleep(Duration::from_millis(300));
+    hang_up(&child);
+    let mut line = String::new();
+    let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    assert!(
+        line.starts_with("armor-psk: serving"),
+        "{read:?} {line:?} {status}"
+    );
 }
 
 #[test]
@@ -745,7 +773,7 @@ async fn demo_prints_lines_that_work() {
     assert!(answer.contains("unknown_key"), "{answer}");
 
     // SIGHUP has no file to reload in demo mode, and does not end the server.
-    hang_up(&server);
+    hang_up(&server.child);
     std::thread::sleep(Duration::from_millis(300));
     let (status, _) = server.send(Method::GET, "/metrics", &[], "").await;
     assert_eq!(status, StatusCode::OK);

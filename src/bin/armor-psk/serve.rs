@@ -130,6 +130,9 @@ fn make_demo() -> Result<Directory, Fatal> {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), Fatal> {
+    // Before the keys file is read (and the demo's password hashed), which takes a while:
+    // SIGHUP's default action would end the process meanwhile.
+    let hangup = hangup_signal();
     let directory = match args.keys {
         Some(path) => open_file(path)?,
         None => make_demo()?,
@@ -158,7 +161,7 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         .merge(api)
         .layer(middleware::from_fn_with_state(metrics, observe));
 
-    listen_for_hangup(directory.file, sessions);
+    listen_for_hangup(hangup, directory.file, sessions);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|error| Fatal(format!("cannot listen on {}: {error}", args.listen)))?;
@@ -233,14 +236,30 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-/// Reloads the keys file (keys and users) on SIGHUP. Listening starts before the server
-/// binds its port, and also when there is no file (`--demo`): SIGHUP's default action ends
-/// the process.
+/// SIGHUP, caught from now on: one that comes before [`listen_for_hangup`] runs is answered
+/// then. Caught also when there is no file (`--demo`): SIGHUP's default action ends the
+/// process.
 #[cfg(unix)]
-fn listen_for_hangup(store: Option<FileKeyStore>, sessions: Sessions) {
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+    let hangup = signal(SignalKind::hangup()).ok();
+    if hangup.is_none() {
         tracing::warn!("cannot listen for SIGHUP: the keys file will not be reloaded");
+    }
+    hangup
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() {}
+
+/// Reloads the keys file (keys and users) on each SIGHUP `hangup` yields.
+#[cfg(unix)]
+fn listen_for_hangup(
+    hangup: Option<tokio::signal::unix::Signal>,
+    store: Option<FileKeyStore>,
+    sessions: Sessions,
+) {
+    let Some(mut hangup) = hangup else {
         return;
     };
     tokio::spawn(async move {
@@ -268,7 +287,7 @@ fn listen_for_hangup(store: Option<FileKeyStore>, sessions: Sessions) {
 }
 
 #[cfg(not(unix))]
-fn listen_for_hangup(_: Option<FileKeyStore>, _: Sessions) {}
+fn listen_for_hangup(_: (), _: Option<FileKeyStore>, _: Sessions) {}
 
 fn identity_json(identity: &Identity) -> Value {
     match identity {
