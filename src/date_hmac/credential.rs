@@ -24,11 +24,22 @@ pub const SIGNING_PREFIX: &str = "licenseSpring\ndate: ";
 /// let credential = DateHmacCredential::parse(value).unwrap();
 /// assert_eq!(credential.api_key(), "key-1");
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct DateHmacCredential<'a> {
     api_key: &'a str,
     tag: [u8; TAG_LEN],
 }
+
+/// The tags are compared in constant time, and whatever the keys gave (as
+/// [`Credential`](crate::psk::Credential)'s MACs are).
+impl PartialEq for DateHmacCredential<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.tag.ct_eq(&other.tag)) & (self.api_key == other.api_key)
+    }
+}
+
+impl Eq for DateHmacCredential<'_> {}
 
 /// Why a request does not pass the signed-Date scheme. Each kind has the vendor's code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

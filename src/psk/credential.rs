@@ -38,13 +38,27 @@ pub const MAX_HEADER_LEN: usize = 1024;
 /// assert_eq!(credential.timestamp(), 1528140529);
 /// assert_eq!(credential.to_string(), header);
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Credential<'a> {
     key_id: &'a str,
     mac: [u8; MAC_LEN],
     nonce: &'a str,
     timestamp: i64,
 }
+
+/// The MACs are compared in constant time ([`macs_equal`](super::macs_equal)), and whatever
+/// the other fields gave: comparing a credential with one an attacker made must not tell how
+/// much of the MAC matched.
+impl PartialEq for Credential<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let fields = self.key_id == other.key_id
+            && self.nonce == other.nonce
+            && self.timestamp == other.timestamp;
+        super::macs_equal(&self.mac, &other.mac) & fields
+    }
+}
+
+impl Eq for Credential<'_> {}
 
 /// Why a header value is not a well-formed ARMOR-PSK credential.
 ///
@@ -335,6 +349,18 @@ fn parse_timestamp(digits: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_are_equal_when_every_field_is() {
+        let credential = |mac_end: u8, nonce| {
+            let mut mac = [7u8; MAC_LEN];
+            mac[MAC_LEN - 1] = mac_end;
+            Credential::new("key", mac, nonce, 1).unwrap()
+        };
+        assert_eq!(credential(7, "n"), credential(7, "n"));
+        assert_ne!(credential(7, "n"), credential(8, "n"));
+        assert_ne!(credential(7, "n"), credential(7, "m"));
+    }
+
     use super::*;
 
     const KEY_ID: &str = "20a37099-4a0b-432f-bf46-5fa690a0405c";
