@@ -118,13 +118,18 @@ impl RoutePolicy {
 
     /// The Armor API's list: [`ARMOR_FORBIDDEN_FOR_API_KEYS`].
     pub fn armor_default() -> Self {
-        ARMOR_FORBIDDEN_FOR_API_KEYS
-            .iter()
-            .try_fold(RoutePolicy::empty(), |policy, (method, pattern)| {
-                let method = Method::from_bytes(method.as_bytes()).ok()?;
-                policy.deny(method, pattern).ok()
-            })
-            .unwrap_or_default()
+        // Every entry parses (a test holds the list to it); one that did not must stop the
+        // program, not leave the policy empty.
+        ARMOR_FORBIDDEN_FOR_API_KEYS.iter().fold(
+            RoutePolicy::empty(),
+            |policy, (method, pattern)| {
+                let method = Method::from_bytes(method.as_bytes())
+                    .unwrap_or_else(|_| panic!("{method} is a method"));
+                policy
+                    .deny(method, pattern)
+                    .unwrap_or_else(|error| panic!("{pattern}: {error}"))
+            },
+        )
     }
 
     /// Adds a rule: API keys may not call `method` on routes matching `pattern`.
