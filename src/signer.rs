@@ -73,6 +73,10 @@ impl Signer {
     }
 
     /// The body form used for requests with a body. Defaults to [`BodyForm::Digest`].
+    ///
+    /// [`BodyForm::Empty`] leaves the body out of the signature: a verifier refuses such a
+    /// request (401 `bad_signature`) unless it was built with
+    /// [`insecure_accept_unsigned_body`](crate::VerifyPskLayer::insecure_accept_unsigned_body).
     #[must_use]
     pub fn body_form(mut self, form: BodyForm) -> Self {
         self.body_form = form;

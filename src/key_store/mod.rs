@@ -34,8 +34,9 @@ pub use secret::Secret;
 
 /// Looks up the secret of an API key by its id.
 ///
-/// `Ok(None)` means the key is unknown (or revoked or disabled): the request gets 401
-/// `unknown_key`. `Err` means the store could not answer: the request gets 503
+/// `Ok(None)` means the key is unknown (or revoked or disabled): the request gets the scheme's
+/// refusal of an unknown key (401 `unknown_key` for ARMOR-PSK, 400 `invalid_api_key` for
+/// date-hmac). `Err` means the store could not answer: the request gets 503
 /// `key_store_unavailable`, and the error is logged (it must not hold a secret).
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
