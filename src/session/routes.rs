@@ -175,14 +175,15 @@ struct ReissueRequest {
 /// [`MAX_AUTH_BODY`] (a `Content-Length` over it is refused before a byte is read) and a fixed
 /// timeout, the verifier's default ([`DEFAULT_BODY_TIMEOUT`]); then parses it as JSON or a
 /// form (public clients send both). The declared `Content-Type` is tried first, then the
-/// other: `curl -d '{...}'` labels JSON as a form.
+/// other: `curl -d '{...}'` labels JSON as a form. The body's copy made here (it holds a
+/// sign-in's password) is zeroed when dropped; the buffers it was read into are not.
 async fn read_request<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     what: &'static str,
 ) -> Result<T, AuthEndpointError> {
     let body = match read_body(headers, body, MAX_AUTH_BODY, DEFAULT_BODY_TIMEOUT).await {
-        Ok(mut body) => body.chunks().concat(),
+        Ok(mut body) => Zeroizing::new(body.chunks().concat()),
         Err(Rejection::BodyTooLarge { .. }) => return Err(AuthEndpointError::BodyTooLarge),
         Err(Rejection::BodyTimeout { .. }) => return Err(AuthEndpointError::BodyTimeout),
         Err(_) => return Err(AuthEndpointError::BodyReadFailed),
