@@ -91,6 +91,31 @@ async fn the_vendors_known_answer_is_accepted_in_both_spellings() {
 }
 
 #[tokio::test]
+async fn a_date_that_grows_too_old_while_the_body_is_read_is_refused() {
+    let clock = ManualClock::new(DATE_UNIX + 899);
+    let app = date_app(&clock);
+    let header = vendor_header("apikey", API_KEY);
+    let slow_body = |seconds| {
+        let clock = clock.clone();
+        Body::from_stream(futures_util::stream::once(async move {
+            clock.advance(seconds);
+            Ok::<_, std::convert::Infallible>(Bytes::from("{}"))
+        }))
+    };
+    let with_body = |body| {
+        Request::post("/api/v4/activate_license")
+            .header("date", DATE)
+            .header("authorization", &header)
+            .body(body)
+            .unwrap()
+    };
+    assert_eq!(send(&app, with_body(slow_body(1))).await.0, StatusCode::OK);
+    // 899 s old when its header was checked, 901 s once its body had come.
+    clock.set(DATE_UNIX + 899);
+    expect_code(&app, with_body(slow_body(2)), "date_header_diff").await;
+}
+
+#[tokio::test]
 async fn the_date_may_be_15_minutes_old_and_a_little_ahead() {
     let clock = ManualClock::new(DATE_UNIX);
     let app = date_app(&clock);

@@ -104,6 +104,22 @@ fn refuse(error: DateHmacError) -> Rejection {
     Rejection::DateHmac(error)
 }
 
+impl DateHmac {
+    /// Refuses a `Date` more than the maximum age behind `now` or the skew ahead of it.
+    fn check_date(&self, date_unix: i64, now: i64) -> Result<(), Rejection> {
+        // Compared as unsigned: a limit over i64::MAX (`Duration::MAX`) must not wrap.
+        let beyond = |distance: i64, limit: u64| u64::try_from(distance).is_ok_and(|d| d > limit);
+        let too_old = beyond(now.saturating_sub(date_unix), self.max_age_secs);
+        let too_new = beyond(date_unix.saturating_sub(now), self.max_skew_secs);
+        if too_old || too_new {
+            return Err(refuse(DateHmacError::DateHeaderDiff {
+                server_date: http_date(now).unwrap_or_default(),
+            }));
+        }
+        Ok(())
+    }
+}
+
 impl Scheme for DateHmac {
     type Claim = DateHmacClaim;
 
@@ -139,13 +155,7 @@ impl Scheme for DateHmac {
             .and_then(|date| date.to_str().ok())
             .ok_or_else(date_diff)?;
         let date_unix = parse_http_date(date).ok_or_else(date_diff)?;
-        // Compared as unsigned: a limit over i64::MAX (`Duration::MAX`) must not wrap.
-        let beyond = |distance: i64, limit: u64| u64::try_from(distance).is_ok_and(|d| d > limit);
-        let too_old = beyond(now.saturating_sub(date_unix), self.max_age_secs);
-        let too_new = beyond(date_unix.saturating_sub(now), self.max_skew_secs);
-        if too_old || too_new {
-            return Err(date_diff());
-        }
+        self.check_date(date_unix, now)?;
         Ok(DateHmacClaim {
             api_key: credential.api_key().to_owned(),
             tag: *credential.tag(),
@@ -181,12 +191,14 @@ impl Scheme for DateHmac {
         }
     }
 
+    /// Nothing to record (the scheme signs no nonce), but the `Date` is checked again: the
+    /// verifier asks after the body, which may have taken its time.
     fn replay_record<'c>(
         &self,
-        _: &'c DateHmacClaim,
-        _: i64,
+        claim: &'c DateHmacClaim,
+        now: i64,
     ) -> Result<Option<ReplayRecord<'c>>, Rejection> {
-        Ok(None)
+        self.check_date(claim.date_unix, now).map(|()| None)
     }
 
     fn identity(&self, claim: DateHmacClaim, form: BodyForm) -> VerifiedKey {

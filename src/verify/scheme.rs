@@ -52,7 +52,10 @@ pub trait Scheme: Clone + Send + Sync + 'static {
     /// at `now`: the verifier calls this with the clock read after the body, and once more
     /// after the store recorded the request, on a fresh clock read (a store may have let the
     /// original's entries of a replay go by then, on a later clock; this check is what refuses
-    /// it). It may be called up to three times a request, so it must have no side effects.
+    /// it). It may be called up to three times a request, so it must have no side effects. A
+    /// scheme that records nothing may still refuse here: it is asked after the body too, so
+    /// a claim whose time ran out while the body came is refused
+    /// ([`DateHmac`](crate::date_hmac::DateHmac) checks its `Date` again).
     fn replay_record<'c>(
         &self,
         claim: &'c Self::Claim,
