@@ -553,6 +553,11 @@ impl CompactReplayStore {
     /// Claims up to a chunk of the capacity for a shard's reserve; how much (0 when full).
     fn claim_chunk(&self) -> u64 {
         let inner = &*self.inner;
+        // A full store raises no flag: a refused request would otherwise see its own flag and
+        // collect every shard's reserve again, eight times, for each refusal.
+        if inner.claimed.load(Ordering::Acquire) >= inner.capacity {
+            return 0;
+        }
         // Flagged before the claim (which runs under the shard's lock): a thread that collects
         // reserves either sees the flag, or waits for this shard's lock and collects the chunk.
         inner.reserves_out.store(1, Ordering::Release);
@@ -873,8 +878,12 @@ mod tests {
                 40_000 - left + taken
             );
         }
+        // A full store's refused claim raises no flag: the next refusal would collect every
+        // shard's reserve again for nothing, eight times over.
         store.inner.claimed.store(40_000, Ordering::Release);
+        store.inner.reserves_out.store(0, Ordering::Release);
         assert_eq!(store.claim_chunk(), 0);
+        assert_eq!(store.inner.reserves_out.load(Ordering::Acquire), 0);
     }
 
     #[test]
