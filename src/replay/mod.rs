@@ -44,8 +44,9 @@ pub struct ReplayRecord<'a> {
     pub nonce: &'a str,
     /// The request's MAC.
     pub mac: &'a [u8; MAC_LEN],
-    /// The Unix second from which the entries may be forgotten: the request's timestamp plus
-    /// the window.
+    /// The last Unix second the entries must be remembered through (the request's timestamp
+    /// plus the window): the request is still inside the window during that second, so a store
+    /// may forget them only once its clock has passed it.
     pub expires_at: i64,
     /// The verifier's current Unix time.
     pub now: i64,
