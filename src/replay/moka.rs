@@ -47,7 +47,9 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 /// [`CompactReplayStore`]: super::CompactReplayStore
 ///
 /// Entries expire on moka's monotonic clock, with a lifetime taken from the verifier's clock
-/// when they are inserted. If the wall clock is stepped back by some seconds, an entry can
+/// when they are inserted (two seconds more than their request has left in the window: the
+/// verifier reads whole seconds of a clock that runs up to a kernel tick behind). If the wall
+/// clock is stepped back by some seconds, an entry can
 /// expire that many seconds before its request leaves the window. `CompactReplayStore`
 /// expires entries on the verifier's clock alone, so its entries outlive their requests'
 /// windows as that clock reads them; but no store helps once the clock is stepped back after
@@ -217,6 +219,13 @@ fn lock(stripe: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
     stripe.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// What an entry's lifetime adds to its request's time left in the window. The verifier's
+/// clock is whole seconds of a coarse clock, which runs up to a kernel tick (1 to 10 ms)
+/// behind: `now` may be up to a second and a tick behind the moment of the insert, from which
+/// moka counts. One second would let an entry recorded just after a second turned expire a
+/// few milliseconds before a replay still read as inside the window.
+const CLOCK_SLACK_SECS: u64 = 2;
+
 impl KeyTable for MokaReplayStore {
     /// The entry, and the verifier's clock second for the request.
     type Entry = (Expiring, i64);
@@ -226,7 +235,7 @@ impl KeyTable for MokaReplayStore {
             expires_at: request.expires_at,
             ttl_secs: u64::try_from(request.expires_at.saturating_sub(request.now))
                 .unwrap_or(0)
-                .saturating_add(1),
+                .saturating_add(CLOCK_SLACK_SECS),
         };
         (entry, request.now)
     }
@@ -295,6 +304,18 @@ mod tests {
     use super::super::conformance::{self, TestStore};
     use super::super::{Recorded, ReplayStoreError};
     use super::*;
+
+    /// Moka counts an entry's life from its insert; the verifier's second may be up to a
+    /// second and a kernel tick behind it.
+    #[test]
+    fn an_entry_lives_two_seconds_past_its_requests_window() {
+        let store = MokaReplayStore::default();
+        let mac = [0u8; 64];
+        let (entry, _) = store.entry(&ReplayRecord::new("k", "n", &mac, 1_300, 1_000));
+        assert_eq!(entry.ttl_secs, 302);
+        let (entry, _) = store.entry(&ReplayRecord::new("k", "n", &mac, 1_000, 1_000));
+        assert_eq!(entry.ttl_secs, 2);
+    }
 
     impl TestStore for MokaReplayStore {
         fn with_capacity(entries: u64) -> Self {
@@ -376,7 +397,7 @@ mod tests {
     #[test]
     fn a_full_store_takes_requests_again_once_its_entries_expired() {
         let store = MokaReplayStore::builder().capacity(2).build();
-        // Expiring at `NOW`: moka keeps the entries one second.
+        // Expiring at `NOW`: moka keeps the entries two seconds.
         let expiring = record(&[1u8; 64], "n1", NOW);
         assert!(matches!(
             keys::record_in(&store, &expiring),
@@ -387,8 +408,8 @@ mod tests {
             keys::record_in(&store, &next),
             Err(ReplayStoreError::Full { capacity: 2 })
         ));
-        std::thread::sleep(Duration::from_millis(1_100));
-        // A second later on the verifier's clock too: the store counts its entries again.
+        std::thread::sleep(Duration::from_millis(2_100));
+        // A later second on the verifier's clock too: the store counts its entries again.
         let a_second_later = ReplayRecord::new("key", "n2", &[2u8; 64], NOW + 300, NOW + 1);
         assert!(matches!(
             keys::record_in(&store, &a_second_later),
