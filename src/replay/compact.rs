@@ -20,8 +20,6 @@ const LOAD_PERCENT: u64 = 85;
 const SWEEP_EVERY_SECS: u32 = 16;
 /// Most claims a shard takes from the store-wide count at once (see `Shard::reserve`).
 const MAX_CHUNK: u64 = 32;
-/// The `swept_all_at` value before the first whole-store sweep.
-const NEVER: u64 = u64::MAX;
 /// The expiry of an empty slot; stored expiries are at least 1.
 const EMPTY: u32 = 0;
 /// Slots in one bucket: three 20-byte slots and a 4-byte counter fill a 64-byte cache line.
@@ -77,9 +75,10 @@ struct Inner {
     /// How many claims a shard takes at once.
     chunk: u64,
     capacity: u64,
-    /// The clock second of the last sweep of every shard, so that a full store does not sweep
-    /// itself again for every refused request within one second.
-    swept_all_at: AtomicU64,
+    /// The latest clock second a sweep of every shard began in (0 before the first: nothing
+    /// expires before second 1), so that a full store does not sweep itself again for every
+    /// refused request within one second.
+    swept_all_at: AtomicU32,
     hashing: KeyHashing,
     /// Every shard's table, one after the other in one allocation (so that the kernel can back
     /// it with huge pages: a random bucket of a 30 MB table is then seldom a TLB miss too).
@@ -535,14 +534,10 @@ impl CompactReplayStore {
     }
 
     /// Sweeps every shard, unless that was done (or begun, by another thread) in this clock
-    /// second already (nothing has expired since).
+    /// second or a later one already (nothing has expired since). Later: a request records on
+    /// the clock it read when it came, which near a second's turn can be behind another's.
     fn sweep_all(&self, now: u32) {
-        if self
-            .inner
-            .swept_all_at
-            .swap(u64::from(now), Ordering::AcqRel)
-            == u64::from(now)
-        {
+        if self.inner.swept_all_at.fetch_max(now, Ordering::AcqRel) >= now {
             return;
         }
         for index in 0..self.inner.shards.len() {
@@ -729,7 +724,7 @@ impl CompactReplayStoreBuilder {
                 // Small enough that reserves are a small part of each shard's share.
                 chunk: (share / 64).clamp(1, MAX_CHUNK),
                 capacity: self.capacity,
-                swept_all_at: AtomicU64::new(NEVER),
+                swept_all_at: AtomicU32::new(0),
                 hashing: KeyHashing::new(),
             }),
         }
@@ -762,6 +757,27 @@ mod tests {
     conformance::suite!(CompactReplayStore);
 
     const NOW: i64 = conformance::NOW;
+
+    /// A full store sweeps itself whole at most once a second, also when requests come with
+    /// seconds out of order (each records on the clock it read when it came).
+    #[test]
+    fn a_whole_store_sweep_is_not_repeated_for_an_earlier_second() {
+        let store = CompactReplayStore::builder().capacity(40_000).build();
+        let swept_at = |store: &CompactReplayStore| -> Vec<u32> {
+            let shards = store.inner.shards.iter();
+            shards
+                .map(|shard| shard.0.lock().unwrap().swept_at)
+                .collect()
+        };
+        store.sweep_all(100);
+        assert!(swept_at(&store).iter().all(|&second| second == 100));
+        for earlier_or_same in [99, 100] {
+            store.sweep_all(earlier_or_same);
+            assert!(swept_at(&store).iter().all(|&second| second == 100));
+        }
+        store.sweep_all(101);
+        assert!(swept_at(&store).iter().all(|&second| second == 101));
+    }
 
     #[tokio::test]
     async fn expired_entries_give_up_their_room() {
