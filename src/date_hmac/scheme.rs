@@ -201,6 +201,10 @@ impl Scheme for DateHmac {
         self.check_date(claim.date_unix, now).map(|()| None)
     }
 
+    fn records_replays(&self) -> bool {
+        false
+    }
+
     fn identity(&self, claim: DateHmacClaim, form: BodyForm) -> VerifiedKey {
         VerifiedKey::new(
             SCHEME_NAME,

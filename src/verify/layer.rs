@@ -267,6 +267,20 @@ mod tests {
         let _service = layer.clone().body_limit(1024).layer(());
         assert!(store.get().is_some());
 
+        // None for a scheme that records nothing, before or after a request.
+        let date = VerifyLayer::with_scheme(crate::date_hmac::DateHmac::new(keys()));
+        let ReplayStoreChoice::Default(store) = &date.config.replay_store else {
+            panic!("a new layer records into the default store");
+        };
+        let service = date.clone().layer(tower::service_fn(|_| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
+        }));
+        let request = http::Request::get("/").body(http_body_util::Empty::<bytes::Bytes>::new());
+        let response = tower::ServiceExt::oneshot(service, request.unwrap());
+        let response = futures_util::FutureExt::now_or_never(response).expect("ready at once");
+        assert_eq!(response.unwrap().status(), http::StatusCode::BAD_REQUEST);
+        assert!(store.get().is_none());
+
         let given = VerifyLayer::new(keys()).replay_store(MokaReplayStore::builder().build());
         assert!(matches!(
             given.config.replay_store,

@@ -64,6 +64,12 @@ pub trait Scheme: Clone + Send + Sync + 'static {
 
     /// The identity of an accepted request, signed with body form `form`.
     fn identity(&self, claim: Self::Claim, form: BodyForm) -> VerifiedKey;
+
+    /// Whether [`replay_record`](Scheme::replay_record) may return a record. A layer whose
+    /// scheme never does builds no default replay store. Defaults to `true`.
+    fn records_replays(&self) -> bool {
+        true
+    }
 }
 
 /// Either of two schemes on one route: a request goes to the second when its `Authorization`
@@ -176,5 +182,9 @@ impl<A: Scheme, B: Scheme> Scheme for OneOf<A, B> {
             OneOfClaim::First(claim) => self.first.identity(claim, form),
             OneOfClaim::Second(claim) => self.second.identity(claim, form),
         }
+    }
+
+    fn records_replays(&self) -> bool {
+        self.first.records_replays() || self.second.records_replays()
     }
 }

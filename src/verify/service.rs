@@ -58,9 +58,15 @@ impl<S> Verify<S, ArmorPsk> {
 }
 
 impl<S, Sch> Verify<S, Sch> {
-    pub(crate) fn from_config(inner: S, config: Arc<Config<Sch>>) -> Self {
-        // The default replay store is built now, not by the first request.
-        config.replay_store.get();
+    pub(crate) fn from_config(inner: S, config: Arc<Config<Sch>>) -> Self
+    where
+        Sch: Scheme,
+    {
+        // The default replay store is built now, not by the first request (and not at all for
+        // a scheme that records nothing).
+        if config.scheme.records_replays() {
+            config.replay_store.get();
+        }
         Verify { inner, config }
     }
 
@@ -183,9 +189,8 @@ fn verify_now<Sch: Scheme>(
     // No time has passed since the header was checked: `now` still holds. The record is made
     // before the MAC for the store's hint; a refusal of it still comes after the MAC's.
     let record = scheme.replay_record(&claim, now);
-    let store = config.replay_store.get();
     if let Ok(Some(record)) = &record {
-        hint_replay_store(store, record);
+        hint_replay_store(config.replay_store.get(), record);
     }
     let mut body = VerifiedBody::default();
     let form = match scheme.verify(&claim, &secret, &parts, &mut body) {
@@ -193,7 +198,7 @@ fn verify_now<Sch: Scheme>(
         Err(rejection) => return Now::Refused(rejection),
     };
     let recorded = match record {
-        Ok(Some(record)) => guarded_now(|| store.record_now(&record))
+        Ok(Some(record)) => guarded_now(|| config.replay_store.get().record_now(&record))
             .map(|outcome| record_outcome(outcome).and_then(|()| still_in_window(config, &claim))),
         Ok(None) => Some(Ok(())),
         Err(rejection) => Some(Err(rejection)),
