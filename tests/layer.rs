@@ -353,6 +353,41 @@ impl<T: ReplayStore> ReplayStore for Awaited<T> {
     }
 }
 
+/// A replay store that answers only when awaited, and counts how often it was asked to
+/// answer at once.
+#[derive(Default)]
+struct CountsAskingAtOnce {
+    store: MokaReplayStore,
+    asked_at_once: AtomicUsize,
+}
+
+#[armor_psk::async_trait]
+impl ReplayStore for CountsAskingAtOnce {
+    async fn record(&self, request: &ReplayRecord<'_>) -> Result<Recorded, ReplayStoreError> {
+        self.store.record(request).await
+    }
+
+    fn record_now(&self, _: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+        self.asked_at_once.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_answer_at_once_is_asked_so_once_a_request() {
+    let store = Arc::new(CountsAskingAtOnce::default());
+    let clock = ManualClock::new(NOW);
+    // Keys at hand and no body: the record is asked for at once, then awaited.
+    let app = router(
+        VerifyPskLayer::new(keys())
+            .replay_store(Arc::clone(&store))
+            .clock(clock),
+    );
+    let (status, _, body) = send(&app, signed_at(NOW, "n1")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(store.asked_at_once.load(Ordering::Relaxed), 1);
+}
+
 /// A replay store whose record takes a second, by the verifier's clock: meanwhile, another
 /// request a second later may have let go of every entry whose timestamp left the window.
 struct SlowToRecord {

@@ -207,7 +207,8 @@ fn verify_now<Sch: Scheme>(
         Some(Ok(())) => Now::Admitted(admit(config, claim, form, parts, body)),
         Some(Err(rejection)) => Now::Refused(rejection),
         None => {
-            let rest = record_and_admit(Arc::clone(config), claim, form, parts, body);
+            // The store has just said it cannot answer at once: it is not asked so again.
+            let rest = record_and_admit(Arc::clone(config), claim, form, parts, body, Ask::Await);
             Now::Wait(Either::Right(rest))
         }
     }
@@ -291,7 +292,7 @@ where
     }
     let form = scheme.verify(&claim, &secret, &parts, &mut body)?;
 
-    record_and_admit(config, claim, form, parts, body).await
+    record_and_admit(config, claim, form, parts, body, Ask::AtOnceFirst).await
 }
 
 /// A request's body as the verifier reads it: refused at once when its `Content-Length` passes
@@ -332,20 +333,33 @@ where
         })?
 }
 
+/// How [`record_and_admit`] asks the replay store.
+#[derive(Clone, Copy)]
+enum Ask {
+    /// To answer at once first (a store that cannot says so at once), then awaited.
+    AtOnceFirst,
+    /// Awaited only: it was asked to answer at once already, and could not.
+    Await,
+}
+
 /// Records the verified request against replays, then hands it over. The clock is read here:
-/// reading the body, or waiting to be polled, took time. The store is asked to answer at once
-/// first (a store that cannot says so at once).
+/// reading the body, or waiting to be polled, took time.
 async fn record_and_admit<Sch: Scheme>(
     config: Arc<Config<Sch>>,
     claim: Sch::Claim,
     form: BodyForm,
     parts: http::request::Parts,
     body: VerifiedBody,
+    ask: Ask,
 ) -> Result<Request<VerifiedBody>, Rejection> {
     let now = config.clock.now_unix();
     if let Some(record) = config.scheme.replay_record(&claim, now)? {
         let store = config.replay_store.get();
-        let outcome = match guarded_now(|| store.record_now(&record)) {
+        let at_once = match ask {
+            Ask::AtOnceFirst => guarded_now(|| store.record_now(&record)),
+            Ask::Await => None,
+        };
+        let outcome = match at_once {
             Some(outcome) => outcome,
             None => guarded(config.store_timeout, || store.record(&record)).await,
         };
