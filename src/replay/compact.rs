@@ -514,6 +514,7 @@ impl CompactReplayStore {
             if table.slot(at).expires() == expires {
                 table.take(home, at);
                 shard.len -= 1;
+                inner.reserve_grows();
                 shard.reserve += 1;
                 shard.trim_reserve(inner);
             }
@@ -549,13 +550,12 @@ impl CompactReplayStore {
     fn claim_chunk(&self) -> u64 {
         let inner = &*self.inner;
         // A full store raises no flag: a refused request would otherwise see its own flag and
-        // collect every shard's reserve again, eight times, for each refusal.
+        // collect every shard's reserve again, eight times, for each refusal. (A reserve that
+        // grows without a claim, by a sweep or a removal, raises it itself.)
         if inner.claimed.load(Ordering::Acquire) >= inner.capacity {
             return 0;
         }
-        // Flagged before the claim (which runs under the shard's lock): a thread that collects
-        // reserves either sees the flag, or waits for this shard's lock and collects the chunk.
-        inner.reserves_out.store(1, Ordering::Release);
+        inner.reserve_grows();
         // Near the capacity a claim takes a small share of what is left, not a whole chunk:
         // otherwise a thread that has just collected the reserves can find another shard has
         // claimed all of it again, time after time, and refuse a request below the capacity.
@@ -574,6 +574,13 @@ impl CompactReplayStore {
 }
 
 impl Inner {
+    /// Says that a shard's reserve is about to grow, by a claim, a sweep or a removal, under
+    /// that shard's lock: a thread that collects reserves either sees this, or waits for the
+    /// shard's lock and collects what it grew by.
+    fn reserve_grows(&self) {
+        self.reserves_out.store(1, Ordering::Release);
+    }
+
     /// The table of shard `index`; only the holder of its lock reads or writes it.
     fn table(&self, index: usize) -> Table<'_> {
         Table {
@@ -607,6 +614,9 @@ impl Shard {
                     removed += 1;
                 }
             }
+        }
+        if removed > 0 {
+            inner.reserve_grows();
         }
         self.len -= removed;
         self.reserve += removed;
@@ -757,6 +767,36 @@ mod tests {
     conformance::suite!(CompactReplayStore);
 
     const NOW: i64 = conformance::NOW;
+
+    /// A reserve that grows without a claim (by a sweep, or a removal) raises the flag that a
+    /// full store's refused claim no longer raises, so that the next request finding the store
+    /// full collects it rather than being refused below the capacity.
+    #[test]
+    fn a_reserve_freed_by_a_sweep_is_collected_when_the_store_is_full() {
+        use futures_util::FutureExt as _;
+        let store = CompactReplayStore::builder().capacity(40_000).build();
+        assert!(store.inner.shards.len() > 1);
+        let record = |i: u32, expires_at: i64, now: i64| {
+            let mut mac = [0u8; 64];
+            mac[..4].copy_from_slice(&i.to_le_bytes());
+            let nonce = i.to_string();
+            let record = ReplayRecord::new("key", &nonce, &mac, expires_at, now);
+            store.record(&record).now_or_never().expect("ready at once")
+        };
+        for i in 0..100 {
+            assert!(matches!(record(i, NOW + 10, NOW), Ok(Recorded::Fresh)));
+        }
+        // As full as a store gets: every claim taken, no reserve held, no flag up.
+        store.collect_reserves();
+        store.inner.claimed.store(40_000, Ordering::Release);
+        store.inner.reserves_out.store(0, Ordering::Release);
+        store.sweep_all(stored_second(NOW + 20));
+        assert_eq!(store.inner.reserves_out.load(Ordering::Acquire), 1);
+        assert!(matches!(
+            record(100, NOW + 300, NOW + 20),
+            Ok(Recorded::Fresh)
+        ));
+    }
 
     /// A full store sweeps itself whole at most once a second, also when requests come with
     /// seconds out of order (each records on the clock it read when it came).
