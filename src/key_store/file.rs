@@ -221,6 +221,11 @@ impl FileKeyStore {
     /// [`open_with`](FileKeyStore::open_with) from the same read: the keys are swapped in only
     /// if the tables parse and pass `check` too. Returns the number of active keys and what
     /// `check` made of the tables.
+    ///
+    /// `check` runs while other reloads of this store (and its clones) wait, and once it
+    /// passes the keys are swapped in. Where reloads may run at once (a file watcher and a
+    /// signal handler), apply the tables inside `check`: applied after this returns, they may
+    /// land after a later reload's, and the keys and the tables be of two versions of the file.
     pub fn reload_with<T, U, E>(
         &self,
         check: impl FnOnce(T) -> Result<U, E>,
