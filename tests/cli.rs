@@ -502,6 +502,17 @@ async fn sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_old_keys() {
     );
 }
 
+/// Whether `child` has a handler for SIGHUP (signal 1: the lowest bit of its caught mask).
+fn catches_hangup(child: &Child) -> bool {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigCgt:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & 1 != 0)
+}
+
 fn hang_up(child: &Child) {
     let status = Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
@@ -514,8 +525,8 @@ fn hang_up(child: &Child) {
 fn a_hangup_while_the_keys_file_loads_does_not_end_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.toml");
-    // About two seconds to load in a debug build: the hangup comes while it does.
-    let text: String = (0..40_000)
+    // Three to four seconds to load in a debug build: the hangup comes while it does.
+    let text: String = (0..80_000)
         .map(|n| format!("[[keys]]\nid = \"k{n}\"\nsecret = \"s{n}\"\n"))
         .collect();
     std::fs::write(&keys, text).unwrap();
@@ -526,7 +537,12 @@ fn a_hangup_while_the_keys_file_loads_does_not_end_the_server() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
-    std::thread::sleep(Duration::from_millis(300));
+    // Sent once the server catches SIGHUP, or after a second: a server that catches it only
+    // once its keys are loaded is still loading them then, and ends.
+    let started = std::time::Instant::now();
+    while !catches_hangup(&child) && started.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     hang_up(&child);
     let mut line = String::new();
     let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
