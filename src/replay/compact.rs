@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::keys::{self, Insert, KeyTable, Padded, Rule, StoreFull};
@@ -75,10 +75,10 @@ struct Inner {
     /// How many claims a shard takes at once.
     chunk: u64,
     capacity: u64,
-    /// The latest clock second a sweep of every shard began in (0 before the first: nothing
+    /// The clock second a sweep of every shard last began in (0 before the first: nothing
     /// expires before second 1), so that a full store does not sweep itself again for every
     /// refused request within one second.
-    swept_all_at: AtomicU32,
+    swept_all_at: AtomicI64,
     hashing: KeyHashing,
     /// Every shard's table, one after the other in one allocation (so that the kernel can back
     /// it with huge pages: a random bucket of a 30 MB table is then seldom a TLB miss too).
@@ -535,10 +535,9 @@ impl CompactReplayStore {
     }
 
     /// Sweeps every shard, unless that was done (or begun, by another thread) in this clock
-    /// second or a later one already (nothing has expired since). Later: a request records on
-    /// the clock it read when it came, which near a second's turn can be behind another's.
+    /// second already (nothing has expired since; see [`keys::first_in_second`]).
     fn sweep_all(&self, now: u32) {
-        if self.inner.swept_all_at.fetch_max(now, Ordering::AcqRel) >= now {
+        if !keys::first_in_second(&self.inner.swept_all_at, i64::from(now)) {
             return;
         }
         for index in 0..self.inner.shards.len() {
@@ -734,7 +733,7 @@ impl CompactReplayStoreBuilder {
                 // Small enough that reserves are a small part of each shard's share.
                 chunk: (share / 64).clamp(1, MAX_CHUNK),
                 capacity: self.capacity,
-                swept_all_at: AtomicU32::new(0),
+                swept_all_at: AtomicI64::new(0),
                 hashing: KeyHashing::new(),
             }),
         }
@@ -799,7 +798,8 @@ mod tests {
     }
 
     /// A full store sweeps itself whole at most once a second, also when requests come with
-    /// seconds out of order (each records on the clock it read when it came).
+    /// seconds out of order (each records on the clock it read when it came), and again at
+    /// once after the clock is stepped back.
     #[test]
     fn a_whole_store_sweep_is_not_repeated_for_an_earlier_second() {
         let store = CompactReplayStore::builder().capacity(40_000).build();
@@ -817,6 +817,12 @@ mod tests {
         }
         store.sweep_all(101);
         assert!(swept_at(&store).iter().all(|&second| second == 101));
+        // A clock stepped back: a full store sweeps again at once, not once it has caught up.
+        store.sweep_all(95);
+        assert!(swept_at(&store).iter().all(|&second| second == 95));
+        store.sweep_all(95);
+        store.sweep_all(96);
+        assert!(swept_at(&store).iter().all(|&second| second == 96));
     }
 
     #[tokio::test]

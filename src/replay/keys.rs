@@ -3,7 +3,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::LazyLock;
 
 use siphasher::sip128::{Hasher128, SipHasher13};
@@ -324,6 +324,24 @@ impl LazyNonceKey {
 pub(super) struct Padded<T>(pub(super) T);
 
 /// Maps `hash` onto `0..len` (multiply-shift, no division).
+/// Whether this is the first call in clock second `now` of the work `last` keeps the second of
+/// (a full store's whole sweep or recount), and if so marks it done. A second that comes late
+/// (a request records on the clock it read when it came, which near a second's turn can be
+/// one behind another's) is taken as done; one further back is the clock stepped back, and the
+/// work runs again (else a full store would wait until the clock caught up).
+pub(super) fn first_in_second(last: &AtomicI64, now: i64) -> bool {
+    let mut seen = last.load(Ordering::Acquire);
+    loop {
+        if seen == now || seen == now.saturating_add(1) {
+            return false;
+        }
+        match last.compare_exchange_weak(seen, now, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return true,
+            Err(current) => seen = current,
+        }
+    }
+}
+
 pub(super) fn reduce(hash: u64, len: usize) -> usize {
     ((u128::from(hash) * len as u128) >> 64) as usize
 }

@@ -149,9 +149,7 @@ impl MokaReplayStore {
     /// second) and tries again.
     fn insert_key(&self, key: u128, entry: Expiring, now: i64) -> Insert {
         match self.try_insert(key, entry, now) {
-            // At most once per second, whatever order the requests' seconds come in (a
-            // request records on the clock it read when it came).
-            Insert::Full if self.inner.reconciled_at.fetch_max(now, Ordering::AcqRel) < now => {
+            Insert::Full if keys::first_in_second(&self.inner.reconciled_at, now) => {
                 self.reconcile();
                 self.try_insert(key, entry, now)
             }
