@@ -183,7 +183,8 @@ impl RoutePolicy {
     /// ([`METHOD_OVERRIDE_HEADERS`]; a list is read item by item, and a value that is no
     /// method is none). The headers are not signed, and a backend with method-override
     /// middleware (ASP.NET Core's `UseHttpMethodOverride`, say) routes on them: a key must not
-    /// reach `PUT /users/7` as a `POST` that asks to be taken for a `PUT`.
+    /// reach `PUT /users/7` as a `POST` that asks to be taken for a `PUT`. An override in the
+    /// body or the query (a `_method` form field) is not read.
     ///
     /// ```
     /// use armor_psk::policy::RoutePolicy;
