@@ -688,12 +688,13 @@ async fn a_new_password_ends_the_sessions_and_codes_of_the_old_one() {
 }
 
 #[tokio::test]
-async fn an_oversized_username_or_password_is_refused_before_it_is_counted_or_hashed() {
+async fn an_empty_or_oversized_username_or_password_is_refused_before_it_is_counted_or_hashed() {
     let app = test_app();
     let long_name = format!("{}@example.com", "a".repeat(250));
     let long_password = "p".repeat(1025);
     for (username, password) in [
         (long_name.as_str(), PASSWORD),
+        ("", PASSWORD),
         (USER, long_password.as_str()),
     ] {
         for _ in 0..4 {

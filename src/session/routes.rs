@@ -31,7 +31,7 @@ pub const MAX_AUTH_BODY: usize = 16 * 1024;
 #[non_exhaustive]
 pub enum AuthEndpointError {
     /// The body is neither JSON nor a form with the expected fields, or a sign-in's username
-    /// is over 256 bytes or its password over 1,024. 400 `invalid_request`.
+    /// is empty or over 256 bytes or its password over 1,024. 400 `invalid_request`.
     #[error("the request body is not a valid {0} request")]
     InvalidRequest(&'static str),
     /// Unknown user or wrong password (one answer for both). 401 `invalid_credentials`.
@@ -209,7 +209,8 @@ async fn authorize(
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: AuthorizeRequest = read_request(&headers, body, "sign-in").await?;
     // Before the attempt is counted: the throttle keeps each username it counts.
-    if request.username.len() > MAX_USERNAME_LEN || request.password.len() > MAX_PASSWORD_LEN {
+    let username_ok = (1..=MAX_USERNAME_LEN).contains(&request.username.len());
+    if !username_ok || request.password.len() > MAX_PASSWORD_LEN {
         return Err(AuthEndpointError::InvalidRequest("sign-in"));
     }
     // A place in the queue for a password check before the attempt is counted: a sign-in
