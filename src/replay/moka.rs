@@ -27,7 +27,8 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 /// The capacity is a hard limit on live entries. When it is reached, new requests are refused
 /// with 503 `nonce_store_full` until entries expire: evicting a live entry would open a replay
 /// hole. The default, 1,200,000 entries, holds 1,000 requests a second for the 600 seconds an
-/// entry can live under the default window (both rules), about 440 MB at full occupancy. The
+/// entry can live under the default window (both rules; moka keeps each two seconds more),
+/// about 440 MB at full occupancy. The
 /// store counts entries in as it inserts them and, when the count reaches the capacity, sets it
 /// to moka's own count of the entries still held (expired ones removed) before it refuses.
 ///
