@@ -514,9 +514,9 @@ impl CompactReplayStore {
             if table.slot(at).expires() == expires {
                 table.take(home, at);
                 shard.len -= 1;
-                inner.reserve_grows();
-                shard.reserve += 1;
-                shard.trim_reserve(inner);
+                // Given straight back to the store-wide count, not kept as this shard's
+                // reserve: a request taken back out of a full store leaves nothing to collect.
+                inner.claimed.fetch_sub(1, Ordering::AcqRel);
             }
         }
     }
@@ -548,13 +548,6 @@ impl CompactReplayStore {
     /// Claims up to a chunk of the capacity for a shard's reserve; how much (0 when full).
     fn claim_chunk(&self) -> u64 {
         let inner = &*self.inner;
-        // A full store raises no flag: a refused request would otherwise see its own flag and
-        // collect every shard's reserve again, eight times, for each refusal. (A reserve that
-        // grows without a claim, by a sweep or a removal, raises it itself.)
-        if inner.claimed.load(Ordering::Acquire) >= inner.capacity {
-            return 0;
-        }
-        inner.reserve_grows();
         // Near the capacity a claim takes a small share of what is left, not a whole chunk:
         // otherwise a thread that has just collected the reserves can find another shard has
         // claimed all of it again, time after time, and refuse a request below the capacity.
@@ -563,19 +556,27 @@ impl CompactReplayStore {
             let left = inner.capacity - claimed;
             inner.chunk.min(left / (2 * shards)).max(1)
         };
-        let claimed = inner
+        let taken = inner
             .claimed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |claimed| {
                 (claimed < inner.capacity).then(|| claimed + share(claimed))
-            });
-        claimed.map_or(0, share)
+            })
+            .map_or(0, share);
+        // The caller uses one at once: only a claim of more leaves a reserve to collect. A
+        // refused claim, or one of the last claims near the capacity, raises no flag, so that
+        // a request refused by a full store does not collect every shard's reserve again and
+        // again for nothing.
+        if taken > 1 {
+            inner.reserve_grows();
+        }
+        taken
     }
 }
 
 impl Inner {
-    /// Says that a shard's reserve is about to grow, by a claim, a sweep or a removal, under
-    /// that shard's lock: a thread that collects reserves either sees this, or waits for the
-    /// shard's lock and collects what it grew by.
+    /// Says that a shard's reserve has grown, by a claim or a sweep, under that shard's lock: a
+    /// thread that collects reserves either sees this, or waits for the shard's lock and
+    /// collects what it grew by.
     fn reserve_grows(&self) {
         self.reserves_out.store(1, Ordering::Release);
     }
@@ -795,6 +796,30 @@ mod tests {
             record(100, NOW + 300, NOW + 20),
             Ok(Recorded::Fresh)
         ));
+    }
+
+    /// A request refused by a store with one claim left (its MAC's entry in, its nonce's
+    /// refused, the MAC's taken back out) leaves the claim in the store-wide count and no flag
+    /// up: the next refusal has nothing to collect, and does not walk every shard for it.
+    #[test]
+    fn a_request_refused_by_a_nearly_full_store_leaves_nothing_to_collect() {
+        use futures_util::FutureExt as _;
+        let store = CompactReplayStore::builder().capacity(40_000).build();
+        store.inner.claimed.store(39_999, Ordering::Release);
+        store.inner.reserves_out.store(0, Ordering::Release);
+        let record = ReplayRecord::new("key", "nonce", &[7; 64], NOW + 300, NOW);
+        let refused = store.record(&record).now_or_never().expect("ready at once");
+        assert!(matches!(refused, Err(ReplayStoreError::Full { .. })));
+        assert_eq!(store.live_entries(), 0);
+        assert_eq!(store.inner.claimed.load(Ordering::Acquire), 39_999);
+        assert_eq!(store.inner.reserves_out.load(Ordering::Acquire), 0);
+        // The one claim left still takes a request that needs one entry.
+        let mac_only = record.unique_nonce(false);
+        let accepted = store
+            .record(&mac_only)
+            .now_or_never()
+            .expect("ready at once");
+        assert!(matches!(accepted, Ok(Recorded::Fresh)));
     }
 
     /// A full store sweeps itself whole at most once a second, also when requests come with
