@@ -323,16 +323,19 @@ impl LazyNonceKey {
 #[repr(align(64))]
 pub(super) struct Padded<T>(pub(super) T);
 
-/// Maps `hash` onto `0..len` (multiply-shift, no division).
+/// How far behind the last second of a once-a-second piece of work a request's second may be
+/// and still count as done: a request records on the clock it read when it came, and may have
+/// waited since (for a lock, or for a core under load).
+const LATE_SECS: i64 = 5;
+
 /// Whether this is the first call in clock second `now` of the work `last` keeps the second of
-/// (a full store's whole sweep or recount), and if so marks it done. A second that comes late
-/// (a request records on the clock it read when it came, which near a second's turn can be
-/// one behind another's) is taken as done; one further back is the clock stepped back, and the
-/// work runs again (else a full store would wait until the clock caught up).
+/// (a full store's whole sweep or recount), and if so marks it done. A second up to
+/// [`LATE_SECS`] behind it is taken as done; one further back is the clock stepped back, and
+/// the work runs again (else a full store would wait until the clock caught up).
 pub(super) fn first_in_second(last: &AtomicI64, now: i64) -> bool {
     let mut seen = last.load(Ordering::Acquire);
     loop {
-        if seen == now || seen == now.saturating_add(1) {
+        if (0..=LATE_SECS).contains(&seen.saturating_sub(now)) {
             return false;
         }
         match last.compare_exchange_weak(seen, now, Ordering::AcqRel, Ordering::Acquire) {
@@ -342,12 +345,28 @@ pub(super) fn first_in_second(last: &AtomicI64, now: i64) -> bool {
     }
 }
 
+/// Maps `hash` onto `0..len` (multiply-shift, no division).
 pub(super) fn reduce(hash: u64, len: usize) -> usize {
     ((u128::from(hash) * len as u128) >> 64) as usize
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn once_a_second_takes_late_seconds_as_done_and_steps_back_as_new() {
+        let last = AtomicI64::new(i64::MIN);
+        assert!(first_in_second(&last, 100));
+        assert!(!first_in_second(&last, 100));
+        // Seconds up to five late: done already.
+        assert!(!first_in_second(&last, 99));
+        assert!(!first_in_second(&last, 95));
+        assert!(first_in_second(&last, 101));
+        // Further back: the clock was stepped back, and the work runs again there.
+        assert!(first_in_second(&last, 90));
+        assert!(!first_in_second(&last, 90));
+        assert!(first_in_second(&last, 91));
+    }
+
     use super::*;
 
     #[test]
