@@ -26,9 +26,9 @@ const PRESIZE_LIMIT: usize = (1 << 22) - 384;
 ///
 /// The capacity is a hard limit on live entries. When it is reached, new requests are refused
 /// with 503 `nonce_store_full` until entries expire: evicting a live entry would open a replay
-/// hole. The default, 1,200,000 entries, holds 1,000 requests a second for the 600 seconds an
-/// entry can live under the default window (both rules; moka keeps each two seconds more),
-/// about 440 MB at full occupancy. The
+/// hole. The default, 1,200,000 entries, holds about 1,000 requests a second for the 600
+/// seconds an entry can live under the default window (both rules; moka keeps each two seconds
+/// more), about 440 MB at full occupancy. The
 /// store counts entries in as it inserts them and, when the count reaches the capacity, sets it
 /// to moka's own count of the entries still held (expired ones removed) before it refuses.
 ///
@@ -266,17 +266,22 @@ pub struct MokaReplayStoreBuilder {
 
 impl MokaReplayStoreBuilder {
     /// The hard limit on live entries (two per request while the one-nonce-per-key rule is on).
-    /// Defaults to [`DEFAULT_CAPACITY`](super::DEFAULT_CAPACITY), 1,200,000: 1,000 requests a
-    /// second over the 600 seconds an entry can live under the default window.
+    /// Defaults to [`DEFAULT_CAPACITY`](super::DEFAULT_CAPACITY), 1,200,000: about 1,000
+    /// requests a second over the 600 seconds a request can be replayed in under the default
+    /// window (its entries live two seconds more).
     pub fn capacity(mut self, entries: u64) -> Self {
         self.capacity = entries;
         self
     }
 
     /// Sizes the capacity for `requests_per_second` over the `window_secs` either side of the
-    /// server's clock, with both replay rules on.
+    /// server's clock, with both replay rules on: two entries a request, each living up to
+    /// twice the window and the two seconds moka keeps it more.
     pub fn capacity_for_rate(self, requests_per_second: u64, window_secs: u64) -> Self {
-        self.capacity(requests_per_second.saturating_mul(window_secs.saturating_mul(4)))
+        let lifetime = window_secs
+            .saturating_mul(2)
+            .saturating_add(CLOCK_SLACK_SECS);
+        self.capacity(requests_per_second.saturating_mul(lifetime.saturating_mul(2)))
     }
 
     /// The store.
@@ -316,6 +321,14 @@ mod tests {
         assert_eq!(entry.ttl_secs, 302);
         let (entry, _) = store.entry(&ReplayRecord::new("k", "n", &mac, 1_000, 1_000));
         assert_eq!(entry.ttl_secs, 2);
+    }
+
+    #[test]
+    fn a_capacity_for_a_rate_holds_its_entries_lifetimes() {
+        let store = MokaReplayStore::builder()
+            .capacity_for_rate(1_000, 300)
+            .build();
+        assert_eq!(store.capacity(), 1_000 * 2 * 602);
     }
 
     impl TestStore for MokaReplayStore {
