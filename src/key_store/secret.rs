@@ -33,10 +33,11 @@ struct SecretInner {
 struct KeyedState(HmacSha512);
 
 // What the zeroing below relies on, checked as far as the compiler can: `Hmac<Sha512>` needs no
-// drop, and is the size of its two SHA-512 states and its block buffer. A release of `hmac`
-// that added a field needing drop, or one that did not fit in the padding (15 bytes), would
-// stop the build here; a small plain field would not, and `hmac` is held to 0.12 by semver
-// (and the version in Cargo.lock) for that.
+// drop, and is the size of its two SHA-512 states and its block buffer. Its layout is `hmac`
+// 0.12's, `sha2` 0.10's (`Sha512VarCore`) and `block-buffer` 0.10's; a release of one that
+// added a field needing drop, or one that did not fit in the padding (15 bytes), would stop
+// the build here. A small field that all zeros would not be a valid value of (a reference, a
+// `NonZero`) would not: that is what the SAFETY argument below takes from those versions.
 const _: () = assert!(
     !std::mem::needs_drop::<HmacSha512>()
         && std::mem::size_of::<HmacSha512>()
