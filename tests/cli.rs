@@ -537,10 +537,10 @@ fn a_hangup_while_the_keys_file_loads_does_not_end_the_server() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
-    // Sent once the server catches SIGHUP, or after a second: a server that catches it only
+    // Sent once the server catches SIGHUP, or after two seconds: a server that catches it only
     // once its keys are loaded is still loading them then, and ends.
     let started = std::time::Instant::now();
-    while !catches_hangup(&child) && started.elapsed() < Duration::from_secs(1) {
+    while !catches_hangup(&child) && started.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(2));
     }
     hang_up(&child);
