@@ -46,15 +46,15 @@ pub struct Credential<'a> {
     timestamp: i64,
 }
 
-/// The MACs are compared in constant time ([`macs_equal`](super::macs_equal)), and whatever
-/// the other fields gave: comparing a credential with one an attacker made must not tell how
-/// much of the MAC matched.
+/// The MACs are compared in constant time, and whatever the other fields gave: comparing a
+/// credential with one an attacker made must not tell how much of the MAC matched.
 impl PartialEq for Credential<'_> {
     fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
         let fields = self.key_id == other.key_id
             && self.nonce == other.nonce
             && self.timestamp == other.timestamp;
-        super::macs_equal(&self.mac, &other.mac) & fields
+        bool::from(self.mac.ct_eq(&other.mac)) & fields
     }
 }
 
