@@ -72,6 +72,10 @@ struct Inner {
     /// Whether a shard may hold a reserve, so that a store that looks full collects them only
     /// when there is something to collect.
     reserves_out: AtomicU64,
+    /// Held by a collection of the reserves from before it looks at the flag to its end: a
+    /// thread that finds the flag down then knows no collection is still under way (whose
+    /// give-backs it would otherwise miss, and refuse a request with room in the store).
+    collecting: Mutex<()>,
     /// How many claims a shard takes at once.
     chunk: u64,
     capacity: u64,
@@ -521,8 +525,14 @@ impl CompactReplayStore {
         }
     }
 
-    /// Gives every shard's reserve back to the store-wide count.
+    /// Gives every shard's reserve back to the store-wide count. Only a store that looks full
+    /// collects, and a collection is a few microseconds: waiting for another's is short.
     fn collect_reserves(&self) {
+        let _one_at_a_time = self
+            .inner
+            .collecting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if self.inner.reserves_out.swap(0, Ordering::AcqRel) == 0 {
             return;
         }
@@ -556,17 +566,24 @@ impl CompactReplayStore {
             let left = inner.capacity - claimed;
             inner.chunk.min(left / (2 * shards)).max(1)
         };
+        // The caller uses one at once: only a claim of more leaves a reserve to collect, and
+        // only such a claim raises the flag. A refused claim, or one of the last claims near
+        // the capacity, raises none, so that a request refused by a full store does not
+        // collect every shard's reserve again and again for nothing. Raised before the claim
+        // where it can be foreseen (and after it where it could not): a thread that collects
+        // reserves either sees it, or waits for this shard's lock and collects the chunk.
+        let leaves_reserve = |claimed: u64| claimed < inner.capacity && share(claimed) > 1;
+        let foreseen = leaves_reserve(inner.claimed.load(Ordering::Acquire));
+        if foreseen {
+            inner.reserve_grows();
+        }
         let taken = inner
             .claimed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |claimed| {
                 (claimed < inner.capacity).then(|| claimed + share(claimed))
             })
             .map_or(0, share);
-        // The caller uses one at once: only a claim of more leaves a reserve to collect. A
-        // refused claim, or one of the last claims near the capacity, raises no flag, so that
-        // a request refused by a full store does not collect every shard's reserve again and
-        // again for nothing.
-        if taken > 1 {
+        if taken > 1 && !foreseen {
             inner.reserve_grows();
         }
         taken
@@ -731,6 +748,7 @@ impl CompactReplayStoreBuilder {
                 buckets_per_table,
                 claimed: AtomicU64::new(0),
                 reserves_out: AtomicU64::new(0),
+                collecting: Mutex::new(()),
                 // Small enough that reserves are a small part of each shard's share.
                 chunk: (share / 64).clamp(1, MAX_CHUNK),
                 capacity: self.capacity,
@@ -792,9 +810,17 @@ mod tests {
         store.inner.reserves_out.store(0, Ordering::Release);
         store.sweep_all(stored_second(NOW + 20));
         assert_eq!(store.inner.reserves_out.load(Ordering::Acquire), 1);
+        // The 200 entries' room, spread over the shards' reserves, takes 100 new requests
+        // wherever they land: those whose shards hold none are given what the others hold.
+        for i in 100..200 {
+            assert!(
+                matches!(record(i, NOW + 300, NOW + 20), Ok(Recorded::Fresh)),
+                "request {i}"
+            );
+        }
         assert!(matches!(
-            record(100, NOW + 300, NOW + 20),
-            Ok(Recorded::Fresh)
+            record(200, NOW + 300, NOW + 20),
+            Err(ReplayStoreError::Full { .. })
         ));
     }
 
@@ -842,12 +868,13 @@ mod tests {
         }
         store.sweep_all(101);
         assert!(swept_at(&store).iter().all(|&second| second == 101));
-        // A clock stepped back: a full store sweeps again at once, not once it has caught up.
-        store.sweep_all(95);
-        assert!(swept_at(&store).iter().all(|&second| second == 95));
-        store.sweep_all(95);
-        store.sweep_all(96);
-        assert!(swept_at(&store).iter().all(|&second| second == 96));
+        // A clock stepped back (by more than a late request's second could be): a full store
+        // sweeps again at once, not once the clock has caught up.
+        store.sweep_all(60);
+        assert!(swept_at(&store).iter().all(|&second| second == 60));
+        store.sweep_all(60);
+        store.sweep_all(61);
+        assert!(swept_at(&store).iter().all(|&second| second == 61));
     }
 
     #[tokio::test]
