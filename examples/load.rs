@@ -617,21 +617,22 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Connections made, caches and allocator warm; not measured.
+/// The server's caches and allocator warm; not measured.
 async fn warm_up(port: u16, settings: &Settings) -> Result<(), String> {
     let warmup = sign_pool(settings.warmup)?;
-    drive(port, warmup, settings.connections, settings.cap, None)
-        .await
-        .map(drop)
+    let streams = connect(port, settings.connections).await?;
+    drive(streams, warmup, settings.cap, None).await.map(drop)
 }
 
-/// One server's turn in a round.
+/// One server's turn in a round. Its connections are made before the clock starts and the
+/// server's CPU time is read: a turn measures requests, not connecting.
 async fn measure(port: u16, pid: u32, settings: &Settings) -> Result<Outcome, String> {
     let pool = sign_pool(settings.requests)?;
+    let streams = connect(port, settings.connections).await?;
     let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let pace = settings.rate.map(|rate| (started, rate));
-    let mut latencies = drive(port, pool, settings.connections, settings.cap, pace).await?;
+    let mut latencies = drive(streams, pool, settings.cap, pace).await?;
     let elapsed = started.elapsed();
     let server_cpu = cpu_time(pid).saturating_sub(cpu_before);
     latencies.sort_unstable();
@@ -662,30 +663,38 @@ fn sign_pool(count: u64) -> Result<Arc<Vec<Vec<u8>>>, String> {
     Ok(Arc::new(pool))
 }
 
-/// Sends every request of `pool` over `connections` keep-alive connections, one at a time on
-/// each, until done or `cap` passes: as soon as a connection is free, or with `pace` (a start
-/// and a rate a second) each when it is due, its latency counted from then. The latencies of
-/// the answered ones; an error when any was not answered 200.
+/// `connections` keep-alive connections to the server.
+async fn connect(port: u16, connections: u64) -> Result<Vec<TcpStream>, String> {
+    let mut streams = Vec::new();
+    for _ in 0..connections {
+        let stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|error| format!("connect: {error}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|error| error.to_string())?;
+        streams.push(stream);
+    }
+    Ok(streams)
+}
+
+/// Sends every request of `pool` over `streams`, one at a time on each, until done or `cap`
+/// passes: as soon as a connection is free, or with `pace` (a start and a rate a second) each
+/// when it is due, its latency counted from then. The latencies of the answered ones; an error
+/// when any was not answered 200.
 async fn drive(
-    port: u16,
+    streams: Vec<TcpStream>,
     pool: Arc<Vec<Vec<u8>>>,
-    connections: u64,
     cap: Duration,
     pace: Option<(Instant, f64)>,
 ) -> Result<Vec<u64>, String> {
     let tickets = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + cap;
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..connections {
+    for mut stream in streams {
         let pool = Arc::clone(&pool);
         let tickets = Arc::clone(&tickets);
         tasks.spawn(async move {
-            let mut stream = TcpStream::connect(("127.0.0.1", port))
-                .await
-                .map_err(|error| format!("connect: {error}"))?;
-            stream
-                .set_nodelay(true)
-                .map_err(|error| error.to_string())?;
             let mut latencies = Vec::new();
             let mut failed = (0, None);
             let mut buffer = Vec::with_capacity(4096);
