@@ -567,26 +567,24 @@ impl CompactReplayStore {
             inner.chunk.min(left / (2 * shards)).max(1)
         };
         // The caller uses one at once: only a claim of more leaves a reserve to collect, and
-        // only such a claim raises the flag. A refused claim, or one of the last claims near
-        // the capacity, raises none, so that a request refused by a full store does not
-        // collect every shard's reserve again and again for nothing. Raised before the claim
-        // where it can be foreseen (and after it where it could not): a thread that collects
-        // reserves either sees it, or waits for this shard's lock and collects the chunk.
-        let leaves_reserve = |claimed: u64| claimed < inner.capacity && share(claimed) > 1;
-        let foreseen = leaves_reserve(inner.claimed.load(Ordering::Acquire));
-        if foreseen {
-            inner.reserve_grows();
-        }
-        let taken = inner
+        // only such a claim raises the flag, before the compare-and-swap that makes it (a
+        // thread that collects reserves either sees it, or waits for this shard's lock and
+        // collects the chunk). A refused claim, or one of the last claims near the capacity,
+        // raises none, so that a request refused by a full store does not collect every
+        // shard's reserve again and again for nothing. (A swap that fails and is retried may
+        // have raised it for nothing, which costs one collection.)
+        inner
             .claimed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |claimed| {
-                (claimed < inner.capacity).then(|| claimed + share(claimed))
+                (claimed < inner.capacity).then(|| {
+                    let share = share(claimed);
+                    if share > 1 {
+                        inner.reserve_grows();
+                    }
+                    claimed + share
+                })
             })
-            .map_or(0, share);
-        if taken > 1 && !foreseen {
-            inner.reserve_grows();
-        }
-        taken
+            .map_or(0, share)
     }
 }
 
