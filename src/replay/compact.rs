@@ -79,8 +79,7 @@ struct Inner {
     /// How many claims a shard takes at once.
     chunk: u64,
     capacity: u64,
-    /// The clock second a sweep of every shard last began in (0 before the first: nothing
-    /// expires before second 1), so that a full store does not sweep itself again for every
+    /// The clock second a sweep of every shard last began in, so that a full store does not sweep itself again for every
     /// refused request within one second.
     swept_all_at: AtomicI64,
     hashing: KeyHashing,
@@ -750,7 +749,7 @@ impl CompactReplayStoreBuilder {
                 // Small enough that reserves are a small part of each shard's share.
                 chunk: (share / 64).clamp(1, MAX_CHUNK),
                 capacity: self.capacity,
-                swept_all_at: AtomicI64::new(0),
+                swept_all_at: AtomicI64::new(keys::NEVER_RUN),
                 hashing: KeyHashing::new(),
             }),
         }

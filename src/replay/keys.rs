@@ -331,6 +331,9 @@ pub(super) struct Padded<T>(pub(super) T);
 /// for every late request would pay far more for.
 const LATE_SECS: i64 = 30;
 
+/// What a [`first_in_second`] second starts at: never run.
+pub(super) const NEVER_RUN: i64 = i64::MIN;
+
 /// Whether this is the first call in clock second `now` of the work `last` keeps the second of
 /// (a full store's whole sweep or recount), and if so marks it done. A second up to
 /// [`LATE_SECS`] behind it is taken as done; one further back is the clock stepped back, and
@@ -357,7 +360,7 @@ pub(super) fn reduce(hash: u64, len: usize) -> usize {
 mod tests {
     #[test]
     fn once_a_second_takes_late_seconds_as_done_and_steps_back_as_new() {
-        let last = AtomicI64::new(i64::MIN);
+        let last = AtomicI64::new(NEVER_RUN);
         assert!(first_in_second(&last, 100));
         assert!(!first_in_second(&last, 100));
         // Seconds up to thirty late: done already.

@@ -296,7 +296,7 @@ impl MokaReplayStoreBuilder {
             inner: Arc::new(Inner {
                 cache,
                 live: AtomicU64::new(0),
-                reconciled_at: AtomicI64::new(i64::MIN),
+                reconciled_at: AtomicI64::new(keys::NEVER_RUN),
                 capacity: self.capacity,
                 stripe_hashing: KeyHashing::new(),
                 stripes: (0..STRIPES).map(|_| Padded(Mutex::new(()))).collect(),
