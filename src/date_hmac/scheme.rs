@@ -104,6 +104,13 @@ fn refuse(error: DateHmacError) -> Rejection {
     Rejection::DateHmac(error)
 }
 
+/// The refusal of a `Date` that is missing, unreadable or out of bounds at `now`.
+fn date_diff(now: i64) -> Rejection {
+    refuse(DateHmacError::DateHeaderDiff {
+        server_date: http_date(now).unwrap_or_default(),
+    })
+}
+
 impl DateHmac {
     /// Refuses a `Date` more than the maximum age behind `now` or the skew ahead of it.
     fn check_date(&self, date_unix: i64, now: i64) -> Result<(), Rejection> {
@@ -112,9 +119,7 @@ impl DateHmac {
         let too_old = beyond(now.saturating_sub(date_unix), self.max_age_secs);
         let too_new = beyond(date_unix.saturating_sub(now), self.max_skew_secs);
         if too_old || too_new {
-            return Err(refuse(DateHmacError::DateHeaderDiff {
-                server_date: http_date(now).unwrap_or_default(),
-            }));
+            return Err(date_diff(now));
         }
         Ok(())
     }
@@ -145,16 +150,11 @@ impl Scheme for DateHmac {
             .to_str()
             .map_err(|_| refuse(DateHmacError::MissingParams))?;
         let credential = DateHmacCredential::parse(value).map_err(refuse)?;
-        let date_diff = || {
-            refuse(DateHmacError::DateHeaderDiff {
-                server_date: http_date(now).unwrap_or_default(),
-            })
-        };
         let date = headers
             .get(DATE)
             .and_then(|date| date.to_str().ok())
-            .ok_or_else(date_diff)?;
-        let date_unix = parse_http_date(date).ok_or_else(date_diff)?;
+            .ok_or_else(|| date_diff(now))?;
+        let date_unix = parse_http_date(date).ok_or_else(|| date_diff(now))?;
         self.check_date(date_unix, now)?;
         Ok(DateHmacClaim {
             api_key: credential.api_key().to_owned(),
