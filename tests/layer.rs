@@ -353,11 +353,9 @@ impl<T: ReplayStore> ReplayStore for Awaited<T> {
     }
 }
 
-/// A replay store that answers only when awaited, and counts how often it was asked to
-/// answer at once.
-#[derive(Default)]
+/// [`Awaited`], counting how often it was asked to answer at once.
 struct CountsAskingAtOnce {
-    store: MokaReplayStore,
+    store: Awaited<MokaReplayStore>,
     asked_at_once: AtomicUsize,
 }
 
@@ -367,15 +365,18 @@ impl ReplayStore for CountsAskingAtOnce {
         self.store.record(request).await
     }
 
-    fn record_now(&self, _: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
+    fn record_now(&self, request: &ReplayRecord<'_>) -> Option<Result<Recorded, ReplayStoreError>> {
         self.asked_at_once.fetch_add(1, Ordering::Relaxed);
-        None
+        self.store.record_now(request)
     }
 }
 
 #[tokio::test]
 async fn a_store_that_cannot_answer_at_once_is_asked_so_once_a_request() {
-    let store = Arc::new(CountsAskingAtOnce::default());
+    let store = Arc::new(CountsAskingAtOnce {
+        store: Awaited(MokaReplayStore::default()),
+        asked_at_once: AtomicUsize::new(0),
+    });
     let clock = ManualClock::new(NOW);
     // Keys at hand and no body: the record is asked for at once, then awaited.
     let app = router(
