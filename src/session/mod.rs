@@ -34,7 +34,9 @@ use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
 
 pub use auth::{ArmorAuth, ArmorAuthLayer, Identity};
-pub use routes::{AuthEndpointError, MAX_AUTH_BODY, MAX_PASSWORD_LEN, MAX_USERNAME_LEN};
+pub use routes::{
+    username_fits, AuthEndpointError, MAX_AUTH_BODY, MAX_PASSWORD_LEN, MAX_USERNAME_LEN,
+};
 pub use store::{CodeGrant, MokaSessionStore, SessionRecord, SessionStore, SessionStoreError};
 pub use users::{hash_password, InvalidPasswordHash, User, Users};
 

@@ -19,6 +19,20 @@ use crate::verify::{read_body, DEFAULT_BODY_TIMEOUT};
 
 /// Longest username a sign-in may give, in bytes.
 pub const MAX_USERNAME_LEN: usize = 256;
+
+/// Whether a sign-in may give `username`: 1 to [`MAX_USERNAME_LEN`] bytes. A user whose name
+/// does not fit can never sign in.
+///
+/// ```
+/// use armor_psk::session::{username_fits, MAX_USERNAME_LEN};
+///
+/// assert!(username_fits("ann@example.com"));
+/// assert!(!username_fits(""));
+/// assert!(!username_fits(&"a".repeat(MAX_USERNAME_LEN + 1)));
+/// ```
+pub fn username_fits(username: &str) -> bool {
+    (1..=MAX_USERNAME_LEN).contains(&username.len())
+}
 /// Longest password a sign-in may give, in bytes (`armor-psk hash-password` refuses longer).
 pub const MAX_PASSWORD_LEN: usize = 1024;
 /// The most an `/auth` request body may hold: far more than a username and password, a code or
@@ -209,8 +223,7 @@ async fn authorize(
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: AuthorizeRequest = read_request(&headers, body, "sign-in").await?;
     // Before the attempt is counted: the throttle keeps each username it counts.
-    let username_ok = (1..=MAX_USERNAME_LEN).contains(&request.username.len());
-    if !username_ok || request.password.len() > MAX_PASSWORD_LEN {
+    if !username_fits(&request.username) || request.password.len() > MAX_PASSWORD_LEN {
         return Err(AuthEndpointError::InvalidRequest("sign-in"));
     }
     // A place in the queue for a password check before the attempt is counted: a sign-in

@@ -1,6 +1,6 @@
 //! The parts of the keys file the key store does not read: the `[[users]]` tables.
 
-use armor_psk::session::{User, Users, MAX_USERNAME_LEN};
+use armor_psk::session::{username_fits, User, Users, MAX_USERNAME_LEN};
 use serde::Deserialize;
 
 /// The tables of the keys file the key store does not read. Any table but these two is an
@@ -32,7 +32,7 @@ pub(crate) fn users_of(file: UsersFile) -> Result<Users, String> {
     let mut seen = std::collections::HashSet::new();
     let mut users = Vec::with_capacity(file.users.len());
     for entry in file.users {
-        if entry.username.is_empty() || entry.username.len() > MAX_USERNAME_LEN {
+        if !username_fits(&entry.username) {
             // A user no sign-in could name: not quoted, as it may be a value out of place.
             return Err(format!(
                 "a username must be 1 to {MAX_USERNAME_LEN} bytes (a sign-in takes no other)"
