@@ -41,14 +41,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderName, Method};
 
 /// The headers a backend's method-override middleware may take a request's method from,
 /// which [`RoutePolicy::forbids_request`] reads.
-pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+pub const METHOD_OVERRIDE_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 
 /// The routes of the Armor API that an API key may not call (protocol notes §4).
@@ -160,14 +160,16 @@ impl RoutePolicy {
     /// A `GET` rule holds for `HEAD` too (routers answer it with the `GET` handler), and a
     /// method's name is matched without regard to case (`put` as `PUT`: some routers do so).
     pub fn forbids(&self, method: &Method, path: &str) -> bool {
-        let head = same_method(method, &Method::HEAD);
+        self.forbids_for(&|rule_method| covers(rule_method, method), path)
+    }
+
+    /// Whether a rule for a method that `requested` picks forbids `path` (the path is read
+    /// once, for all of them).
+    fn forbids_for(&self, requested: &dyn Fn(&Method) -> bool, path: &str) -> bool {
         let mut rules = self
             .rules
             .iter()
-            .filter(|rule| {
-                same_method(&rule.method, method)
-                    || (head && same_method(&rule.method, &Method::GET))
-            })
+            .filter(|rule| requested(&rule.method))
             .peekable();
         // Most requests' methods have no rule: their paths are not read at all.
         if rules.peek().is_none() {
@@ -178,8 +180,9 @@ impl RoutePolicy {
         rules.any(|rule| readings.iter().any(|segments| rule.matches(segments)))
     }
 
-    /// Whether the rules forbid a request of `method` to `path` with `headers`: [`forbids`]
-    /// for its method and for each method a method-override header names
+    /// Whether the rules forbid a request of `method` with `headers` to any of `paths` (the
+    /// path the routes see and the path as sent, say): [`forbids`] for its method and for
+    /// each method a method-override header names
     /// ([`METHOD_OVERRIDE_HEADERS`]; a list is read item by item, and a value that is no
     /// method is none). The headers are not signed, and a backend with method-override
     /// middleware (ASP.NET Core's `UseHttpMethodOverride`, say) routes on them: a key must not
@@ -192,20 +195,25 @@ impl RoutePolicy {
     ///
     /// let policy = RoutePolicy::armor_default();
     /// let mut headers = HeaderMap::new();
-    /// assert!(!policy.forbids_request(&Method::POST, &headers, "/users/7"));
+    /// assert!(!policy.forbids_request(&Method::POST, &headers, &["/users/7"]));
     /// headers.insert("x-http-method-override", HeaderValue::from_static("put"));
-    /// assert!(policy.forbids_request(&Method::POST, &headers, "/users/7"));
+    /// assert!(policy.forbids_request(&Method::POST, &headers, &["/users/7"]));
     /// ```
     ///
     /// [`forbids`]: RoutePolicy::forbids
-    pub fn forbids_request(&self, method: &Method, headers: &HeaderMap, path: &str) -> bool {
-        let mut overrides = METHOD_OVERRIDE_HEADERS
+    pub fn forbids_request(&self, method: &Method, headers: &HeaderMap, paths: &[&str]) -> bool {
+        // Read once for every path; empty (no allocation) for a request without overrides.
+        let overrides: Vec<Method> = METHOD_OVERRIDE_HEADERS
             .iter()
-            .flat_map(|name| headers.get_all(*name))
+            .flat_map(|name| headers.get_all(name))
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .filter_map(|item| Method::from_bytes(item.trim().as_bytes()).ok());
-        self.forbids(method, path) || overrides.any(|method| self.forbids(&method, path))
+            .filter_map(|item| Method::from_bytes(item.trim().as_bytes()).ok())
+            .collect();
+        let requested = |rule_method: &Method| {
+            covers(rule_method, method) || overrides.iter().any(|item| covers(rule_method, item))
+        };
+        paths.iter().any(|path| self.forbids_for(&requested, path))
     }
 
     /// The rules, as `(method, pattern)`.
@@ -278,6 +286,12 @@ fn same_literal(literal: &str, part: &str) -> bool {
 /// HTTP methods are case-sensitive, but a router that matches them without regard to case
 /// (ASP.NET Core does) would hand `put /users/12` to the `PUT` handler: matching errs on the
 /// side of denying.
+/// Whether a rule for `rule_method` holds for a request of `method` (a `GET` rule for `HEAD`).
+fn covers(rule_method: &Method, method: &Method) -> bool {
+    same_method(rule_method, method)
+        || (same_method(method, &Method::HEAD) && same_method(rule_method, &Method::GET))
+}
+
 fn same_method(a: &Method, b: &Method) -> bool {
     a.as_str().eq_ignore_ascii_case(b.as_str())
 }

@@ -413,8 +413,12 @@ impl<S> KeyStage<S> {
         let routed = parts.uri.path();
         let sent = crate::psk::signed_path(parts);
         let policy = &self.shared.policy;
-        let forbids = |path| policy.forbids_request(&parts.method, &parts.headers, path);
-        let forbidden = forbids(routed) || (sent != routed && forbids(sent));
+        let paths: &[&str] = if sent == routed {
+            &[routed]
+        } else {
+            &[routed, sent]
+        };
+        let forbidden = policy.forbids_request(&parts.method, &parts.headers, paths);
         if forbidden {
             tracing::info!(
                 key_id = key.key_id(),
