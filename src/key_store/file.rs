@@ -55,7 +55,7 @@ type KeySet = HashMap<String, KeyRecord, KeyHashing>;
 
 struct KeyRecord {
     secret: Secret,
-    accounts: Vec<i64>,
+    accounts: Arc<[i64]>,
     schemes: Vec<String>,
 }
 
@@ -255,8 +255,8 @@ impl FileKeyStore {
     /// The accounts a key may act on when it signs with `scheme` (its `accounts` list; empty
     /// when it has none), or `None` when the file as last loaded has no active key of that id
     /// that lists `scheme`: one that answered a request before a reload may not any more.
-    pub fn accounts(&self, key_id: &str, scheme: &str) -> Option<Vec<i64>> {
-        self.with_key(key_id, scheme, |record| record.accounts.clone())
+    pub fn accounts(&self, key_id: &str, scheme: &str) -> Option<Arc<[i64]>> {
+        self.with_key(key_id, scheme, |record| Arc::clone(&record.accounts))
     }
 
     /// A view of this store that finds only the keys whose `schemes` list `scheme`. It follows
@@ -392,7 +392,7 @@ fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
         }
         let record = KeyRecord {
             secret: Secret::new(std::mem::take(&mut *entry.secret).into_bytes()),
-            accounts: entry.accounts.unwrap_or_default(),
+            accounts: entry.accounts.unwrap_or_default().into(),
             schemes,
         };
         if !entry.disabled {
@@ -494,7 +494,10 @@ mod tests {
         );
         assert_eq!(store.lookup("key-2").await.unwrap(), None);
         assert_eq!(store.len(), 1);
-        assert_eq!(store.accounts("key-1", DEFAULT_SCHEME), Some(vec![7, 8]));
+        assert_eq!(
+            store.accounts("key-1", DEFAULT_SCHEME).as_deref(),
+            Some(&[7, 8][..])
+        );
         // Not a scheme the key lists, disabled, not there.
         assert_eq!(store.accounts("key-1", crate::date_hmac::SCHEME_NAME), None);
         assert_eq!(store.accounts("key-2", DEFAULT_SCHEME), None);

@@ -84,7 +84,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
     }
 }
 
-type KeyAccounts = Arc<dyn Fn(&VerifiedKey) -> Option<Vec<i64>> + Send + Sync>;
+type KeyAccounts = Arc<dyn Fn(&VerifiedKey) -> Option<Arc<[i64]>> + Send + Sync>;
 
 #[derive(Clone)]
 struct Shared {
@@ -138,7 +138,7 @@ impl<Sch> ArmorAuthLayer<Sch> {
             shared: Arc::new(Shared {
                 sessions,
                 policy: RoutePolicy::armor_default(),
-                key_accounts: Arc::new(|_| Some(Vec::new())),
+                key_accounts: Arc::new(|_| Some(Arc::from([]))),
                 on_rejection,
             }),
         }
@@ -174,11 +174,15 @@ impl<Sch> ArmorAuthLayer<Sch> {
     ///         _ => None,
     ///     });
     /// ```
-    pub fn key_accounts(
+    ///
+    /// The list may be any `Into<Arc<[i64]>>`: a `Vec`, or an `Arc<[i64]>` shared with the
+    /// key's record (as [`FileKeyStore::accounts`](crate::key_store::FileKeyStore::accounts)
+    /// answers), which costs no copy per request.
+    pub fn key_accounts<A: Into<Arc<[i64]>>>(
         self,
-        accounts: impl Fn(&VerifiedKey) -> Option<Vec<i64>> + Send + Sync + 'static,
+        accounts: impl Fn(&VerifiedKey) -> Option<A> + Send + Sync + 'static,
     ) -> Self {
-        self.with(|shared| shared.key_accounts = Arc::new(accounts))
+        self.with(|shared| shared.key_accounts = Arc::new(move |key| accounts(key).map(Into::into)))
     }
 }
 
@@ -434,7 +438,7 @@ impl<S> KeyStage<S> {
             );
             return Err(Rejection::UnknownKey);
         };
-        let allowed = (!accounts.is_empty()).then_some(accounts.as_slice());
+        let allowed = (!accounts.is_empty()).then_some(&accounts[..]);
         let account = account_context(&parts.headers, allowed)?;
         Ok(Identity::ApiKey { key, account })
     }

@@ -66,7 +66,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), Fatal> {
     runtime.block_on(serve(args))
 }
 
-type KeyAccounts = Box<dyn Fn(&VerifiedKey) -> Option<Vec<i64>> + Send + Sync>;
+type KeyAccounts = Box<dyn Fn(&VerifiedKey) -> Option<Arc<[i64]>> + Send + Sync>;
 
 /// Both signing schemes: ARMOR-PSK, and the signed-Date scheme for the keys that list it.
 type Schemes = OneOf<ArmorPsk, DateHmac>;
@@ -117,7 +117,7 @@ fn make_demo() -> Result<Directory, Fatal> {
     Ok(Directory {
         key_store: Box::new(keys.clone()),
         date_key_store: Box::new(keys),
-        key_accounts: Box::new(|_| Some(Vec::new())),
+        key_accounts: Box::new(|_| Some(Arc::from([]))),
         users: [user].into_iter().collect(),
         file: None,
         demo: Some(Demo {
