@@ -22,6 +22,8 @@
 
 #[path = "../examples/support/null_store.rs"]
 mod null_store;
+#[path = "../examples/support/percentile.rs"]
+mod percentile;
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -410,15 +412,15 @@ fn interleave(
         let net = harness
             .filter(|harness| index >= *harness)
             .map_or_else(String::new, |harness| {
-                format!("{:.2}", percentile(&against_floor(&times[harness]), 50))
+                format!("{:.2}", percentile(&against_floor(&times[harness]), 50.0))
             });
         println!(
             "  {:<28} {:>12.0} {:>14.2} {:>13.2} - {:.2} {:>18}",
             name,
-            percentile(&times[index], 50),
-            percentile(&ratios, 50),
-            percentile(&ratios, 10),
-            percentile(&ratios, 90),
+            percentile(&times[index], 50.0),
+            percentile(&ratios, 50.0),
+            percentile(&ratios, 10.0),
+            percentile(&ratios, 90.0),
             net,
         );
     }
@@ -623,11 +625,11 @@ where
     assert_eq!(accepted, CALLGRIND_REQUESTS);
 }
 
-/// The `percent`th percentile of `values` (which stay in their order).
-fn percentile(values: &[f64], percent: usize) -> f64 {
+/// The `percent`th percentile of `values` (which stay in their order); NaN when there are none.
+fn percentile(values: &[f64], percent: f64) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted[(sorted.len() - 1) * percent / 100]
+    percentile::percentile(&sorted, percent).unwrap_or(f64::NAN)
 }
 
 /// A JSON-ish body of `size` bytes.

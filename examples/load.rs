@@ -47,6 +47,8 @@
 
 #[path = "support/null_store.rs"]
 mod null_store;
+#[path = "support/percentile.rs"]
+mod percentile;
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -331,11 +333,7 @@ impl Outcome {
     }
 
     fn percentile_us(&self, percent: f64) -> f64 {
-        let Some(last) = self.latencies.len().checked_sub(1) else {
-            return f64::NAN;
-        };
-        let at = ((last as f64) * percent / 100.0).round() as usize;
-        self.latencies[at.min(last)] as f64 / 1_000.0
+        percentile::percentile(&self.latencies, percent).map_or(f64::NAN, |ns| ns as f64 / 1_000.0)
     }
 }
 

@@ -19,6 +19,9 @@
 //!
 //! A store's steady state is not what a short load run sees: there, nothing has expired yet.
 
+#[path = "support/percentile.rs"]
+mod percentile;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -98,11 +101,7 @@ fn mac_of(n: u64) -> [u8; MAC_LEN] {
 }
 
 fn percentile(sorted: &[Duration], percent: f64) -> Duration {
-    let last = sorted.len().saturating_sub(1);
-    sorted
-        .get((last as f64 * percent / 100.0).round() as usize)
-        .copied()
-        .unwrap_or_default()
+    percentile::percentile(sorted, percent).unwrap_or_default()
 }
 
 fn main() -> ExitCode {
