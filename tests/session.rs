@@ -293,6 +293,43 @@ async fn a_code_is_good_once_and_for_two_minutes() {
 }
 
 #[tokio::test]
+async fn a_token_request_without_the_code_grant_is_unsupported_and_one_without_a_code_invalid() {
+    let app = test_app();
+    let code = app.code().await;
+    // Another grant's fields (no code), JSON and form, and a code without a grant type.
+    let password_grant = format!("grant_type=password&username={USER}&password=x");
+    for (content_type, body) in [
+        ("application/json", json!({ "code": code }).to_string()),
+        (
+            "application/json",
+            json!({ "grant_type": "password" }).to_string(),
+        ),
+        ("application/x-www-form-urlencoded", password_grant),
+        ("application/x-www-form-urlencoded", format!("code={code}")),
+    ] {
+        let request = Request::post("/auth/token")
+            .header("content-type", content_type)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (status, answer) = app.send(request).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")),
+            "{body}"
+        );
+    }
+    let (status, answer) = app
+        .post_json("/auth/token", json!({ "grant_type": "authorization_code" }))
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    // None of these used the code.
+    assert_eq!(app.redeem(&code).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn a_token_lives_15_minutes_and_reissue_extends_it() {
     let app = test_app();
     let token = app.token().await;

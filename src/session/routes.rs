@@ -44,8 +44,9 @@ pub const MAX_AUTH_BODY: usize = 16 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthEndpointError {
-    /// The body is neither JSON nor a form with the expected fields, or a sign-in's username
-    /// is empty or over 256 bytes or its password over 1,024. 400 `invalid_request`.
+    /// The body is neither JSON nor a form with the expected fields, a sign-in's username is
+    /// empty or over 256 bytes or its password over 1,024, or a token request names no code.
+    /// 400 `invalid_request`.
     #[error("the request body is not a valid {0} request")]
     InvalidRequest(&'static str),
     /// Unknown user or wrong password (one answer for both). 401 `invalid_credentials`.
@@ -57,7 +58,7 @@ pub enum AuthEndpointError {
         /// Seconds until the username may try again.
         retry_after_secs: i64,
     },
-    /// `grant_type` is not `authorization_code`. 400 `unsupported_grant_type`.
+    /// `grant_type` is missing or not `authorization_code`. 400 `unsupported_grant_type`.
     #[error("grant_type must be \"authorization_code\"")]
     UnsupportedGrantType,
     /// The code is unknown, already redeemed, or older than two minutes. 401 `invalid_grant`.
@@ -172,12 +173,14 @@ struct AuthorizeRequest {
     password: Zeroizing<String>,
 }
 
-/// Both fields required: with optional fields, a JSON body labelled as a form (`curl -d`)
-/// would parse as an empty form and never be read as JSON.
+/// Both fields optional, so that a request that lacks one is told which: `grant_type` first
+/// (a client asking for another grant sends no code).
 #[derive(Deserialize)]
 struct TokenRequest {
-    code: String,
-    grant_type: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    grant_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -188,9 +191,10 @@ struct ReissueRequest {
 /// Reads an `/auth` request's body as the verifier reads a signed request's, under
 /// [`MAX_AUTH_BODY`] (a `Content-Length` over it is refused before a byte is read) and a fixed
 /// timeout, the verifier's default ([`DEFAULT_BODY_TIMEOUT`]); then parses it as JSON or a
-/// form (public clients send both). The declared `Content-Type` is tried first, then the
-/// other: `curl -d '{...}'` labels JSON as a form. The body's copy made here (it holds a
-/// sign-in's password) is zeroed when dropped; the buffers it was read into are not.
+/// form (public clients send both), told apart by the body itself rather than its declared
+/// `Content-Type`: `curl -d '{...}'` labels JSON as a form, and a form parser reads JSON as
+/// one field of an unknown name. The body's copy made here (it holds a sign-in's password) is
+/// zeroed when dropped; the buffers it was read into are not.
 async fn read_request<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
@@ -202,16 +206,10 @@ async fn read_request<T: DeserializeOwned>(
         Err(Rejection::BodyTimeout { .. }) => return Err(AuthEndpointError::BodyTimeout),
         Err(_) => return Err(AuthEndpointError::BodyReadFailed),
     };
-    let declared_form = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
-    let json = || serde_json::from_slice(&body).ok();
-    let form = || serde_urlencoded::from_bytes(&body).ok();
-    let parsed = if declared_form {
-        form().or_else(json)
+    let parsed = if body.trim_ascii_start().starts_with(b"{") {
+        serde_json::from_slice(&body).ok()
     } else {
-        json().or_else(form)
+        serde_urlencoded::from_bytes(&body).ok()
     };
     parsed.ok_or(AuthEndpointError::InvalidRequest(what))
 }
@@ -273,14 +271,17 @@ async fn token(
     body: Body,
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: TokenRequest = read_request(&headers, body, "token").await?;
-    if request.grant_type != "authorization_code" {
+    if request.grant_type.as_deref() != Some("authorization_code") {
         return Err(AuthEndpointError::UnsupportedGrantType);
     }
+    let code = request
+        .code
+        .ok_or(AuthEndpointError::InvalidRequest("token"))?;
     let now = sessions.now();
     let grant = sessions
         .inner
         .store
-        .redeem_code(&request.code, now)
+        .redeem_code(&code, now)
         .await?
         .ok_or(AuthEndpointError::InvalidGrant)?;
     let users = sessions.users();
