@@ -193,6 +193,19 @@ accounts = [42, 43]
     path
 }
 
+/// The `Date` and `Authorization` headers of a request `key_id` signed with the signed-Date
+/// scheme, now.
+fn date_signed(key_id: &str) -> Vec<(&'static str, String)> {
+    let mut dated = axum::http::Request::new(());
+    armor_psk::date_hmac::DateHmacSigner::new(key_id, SECRET)
+        .unwrap()
+        .sign(&mut dated);
+    ["date", "authorization"]
+        .into_iter()
+        .map(|name| (name, dated.headers()[name].to_str().unwrap().to_owned()))
+        .collect()
+}
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
@@ -228,19 +241,84 @@ async fn serves_both_schemes_the_policy_and_the_echo() {
     assert_eq!(body["body_length"], payload.len());
 
     // The signed-Date scheme signs no body: no body form is echoed, or counted.
-    let mut dated = axum::http::Request::new(());
-    armor_psk::date_hmac::DateHmacSigner::new(DATE_KEY_ID, SECRET)
-        .unwrap()
-        .sign(&mut dated);
-    let headers: Vec<(&str, String)> = ["date", "authorization"]
-        .into_iter()
-        .map(|name| (name, dated.headers()[name].to_str().unwrap().to_owned()))
-        .collect();
+    let headers = date_signed(DATE_KEY_ID);
     let (status, body) = server.send(Method::POST, "/core/x", &headers, "{}").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["identity"]["key_id"], DATE_KEY_ID);
     assert_eq!(body["body_form"], Value::Null);
     assert_eq!(body["body_length"], 2);
+
+    // Each scheme finds only its own keys: an ARMOR-PSK key may not sign a replayable Date.
+    let (status, body) = server
+        .send(Method::GET, "/x", &date_signed(KEY_ID), "")
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_api_key"))
+    );
+    let (status, body) = server.signed(DATE_KEY_ID, Method::GET, "/x", "", &[]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unknown_key")
+    );
+
+    // `sign --scheme date-hmac` prints the two header lines such a request needs, and the
+    // server takes them; it has no nonce to set.
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let sign_date = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["sign", "--scheme", "date-hmac", "--key-id", DATE_KEY_ID])
+            .arg("--secret-file")
+            .arg(&secret_file)
+            .args(extra)
+            .args(["GET", "http://h/x"])
+            .output()
+            .unwrap()
+    };
+    let output = sign_date(&[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let headers: Vec<(&str, String)> = printed
+        .lines()
+        .map(|line| line.split_once(": ").unwrap())
+        .map(|(name, value)| {
+            (
+                if name == "Date" {
+                    "date"
+                } else {
+                    "authorization"
+                },
+                value.to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(printed.lines().count(), 2, "{printed}");
+    assert!(printed.starts_with("Date: "), "{printed}");
+    assert!(
+        printed
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(r#"Authorization: algorithm="hmac-sha256",headers="date",signature=""#),
+        "{printed}"
+    );
+    let (status, body) = server.send(Method::GET, "/x", &headers, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["identity"]["scheme"], "date-hmac");
+    assert_eq!(sign_date(&["--nonce", "n"]).status.code(), Some(2));
+
+    // Only GET /me answers the identity; another method there is echoed.
+    let (status, body) = server.signed(KEY_ID, Method::POST, "/me", "{}", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["method"], &body["path"]),
+        (&json!("POST"), &json!("/me"))
+    );
 
     let (status, body) = server
         .signed("disabled-key", Method::GET, "/me", "", &[])
@@ -402,11 +480,15 @@ async fn serves_both_schemes_the_policy_and_the_echo() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"armor_psk_requests_total{outcome="unknown_key"} 1"#),
+        metrics.contains(r#"armor_psk_requests_total{outcome="unknown_key"} 2"#),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"armor_psk_body_forms_total{form="digest"} 1"#),
+        metrics.contains(r#"armor_psk_requests_total{outcome="invalid_api_key"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"armor_psk_body_forms_total{form="digest"} 2"#),
         "{metrics}"
     );
     // The keys' bodiless requests; the signed-Date one is not among them.

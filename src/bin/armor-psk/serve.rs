@@ -147,7 +147,8 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
     let metrics = Metrics::default();
 
     let mut api = Router::new()
-        .route("/me", get(me))
+        // Only `GET /me` is special: any other method there is echoed, as every other route.
+        .route("/me", get(me).fallback(echo))
         .fallback(echo)
         .layer(middleware::from_fn(expose_identity))
         .layer(auth);
