@@ -83,6 +83,18 @@ impl Server {
         }
     }
 
+    /// What the server printed after `prefix` at the start of one of the lines it was started
+    /// to print.
+    fn printed(&self, prefix: &str) -> String {
+        let lines = &self.stdout_lines;
+        lines
+            .iter()
+            .find_map(|line| line.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:#?}"))
+            .trim()
+            .to_owned()
+    }
+
     fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -716,14 +728,7 @@ fn exited_within(command: &mut Command, limit: Duration) -> std::process::Output
 async fn demo_prints_lines_that_work() {
     let server = Server::start(&["--demo"], 9);
     let lines = &server.stdout_lines;
-    let field = |prefix: &str| -> String {
-        lines
-            .iter()
-            .find_map(|line| line.strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix:?} line in {lines:#?}"))
-            .trim()
-            .to_owned()
-    };
+    let field = |prefix: &str| server.printed(prefix);
     let key_id = field("demo key id:");
     let secret = field("demo secret:");
     assert_eq!(field("demo user:"), "demo@example.com");
@@ -880,6 +885,68 @@ async fn demo_prints_lines_that_work() {
         "{}",
         server.logs()
     );
+}
+
+/// `--explain` keeps a copy of the body it may explain: one copy, however many chunks the body
+/// came in (a handle for each would take 32 bytes for each byte of a body sent a byte a chunk).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn explain_keeps_a_body_sent_a_byte_a_chunk_in_one_copy() {
+    const BODY_BYTES: usize = 1 << 19;
+    let server = Server::start(&["--demo"], 9);
+    let key_id = server.printed("demo key id:");
+    let status_path = format!("/proc/{}/status", server.child.id());
+    let peak_memory = || -> usize {
+        let status = std::fs::read_to_string(&status_path).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))
+            .unwrap();
+        let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    };
+    // Sends a body of BODY_BYTES in chunks of `chunk` bytes, with a signature that fails.
+    let send_in_chunks = |chunk: usize, nonce: &str| {
+        let header = Signer::new(key_id.as_str(), "not the secret")
+            .unwrap()
+            .authorization_with(
+                &Method::POST,
+                "/x",
+                b"",
+                nonce,
+                armor_psk::clock::Clock::now_unix(&armor_psk::clock::SystemClock),
+            )
+            .unwrap();
+        let mut wire = format!(
+            "POST /x HTTP/1.1\r\nhost: h\r\nconnection: close\r\nauthorization: {}\r\n\
+             transfer-encoding: chunked\r\n\r\n",
+            header.to_str().unwrap()
+        )
+        .into_bytes();
+        for _ in 0..BODY_BYTES / chunk {
+            wire.extend_from_slice(format!("{chunk:x}\r\n").as_bytes());
+            wire.extend(std::iter::repeat_n(b'a', chunk));
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        let address = server.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.write_all(&wire).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{}",
+            &answer[..answer.len().min(300)]
+        );
+        assert!(answer.contains("signing_strings"));
+    };
+    // The same body in large chunks first: what explaining one takes at all.
+    send_in_chunks(64 * 1024, "large-chunks");
+    let before = peak_memory();
+    send_in_chunks(1, "one-byte-chunks");
+    let grown = peak_memory() - before;
+    assert!(grown < 16 * BODY_BYTES, "peak memory grew by {grown} bytes");
 }
 
 #[test]

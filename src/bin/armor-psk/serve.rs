@@ -389,7 +389,9 @@ async fn explain_bad_signatures(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     // A MAC is checked only once the whole body has been read.
-    let bytes = Bytes::from(read.lock().unwrap_or_else(PoisonError::into_inner).concat());
+    let bytes = Bytes::from(std::mem::take(
+        &mut *read.lock().unwrap_or_else(PoisonError::into_inner),
+    ));
     let Some(explained) = psk
         .scheme()
         .first()
@@ -411,12 +413,13 @@ async fn explain_bad_signatures(
 }
 
 pin_project_lite::pin_project! {
-    /// A body that keeps a copy of each data frame read from it (a `Bytes` clone: shared, not
-    /// copied).
+    /// A body that copies what is read from it into one buffer. Copied, not kept as `Bytes`
+    /// handles: a body sent a byte at a chunk would hold a 32-byte handle, and a share of the
+    /// connection's read buffer, for every byte (the verifier gathers small chunks for this).
     struct Copied {
         #[pin]
         body: Body,
-        read: Arc<Mutex<Vec<Bytes>>>,
+        read: Arc<Mutex<Vec<u8>>>,
     }
 }
 
@@ -432,7 +435,7 @@ impl http_body::Body for Copied {
         let frame = std::task::ready!(this.body.poll_frame(cx));
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
             let mut read = this.read.lock().unwrap_or_else(PoisonError::into_inner);
-            read.push(data.clone());
+            read.extend_from_slice(data);
         }
         std::task::Poll::Ready(frame)
     }
