@@ -83,7 +83,9 @@ async fn main() -> ExitCode {
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        );
+        )
+        // Layers applied (and the replay store built) now, not at the first connection.
+        .with_state(());
 
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(listener) => listener,

@@ -95,6 +95,16 @@ impl Server {
             .to_owned()
     }
 
+    /// One of the server's memory figures from `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in
+    /// bytes.
+    #[cfg(target_os = "linux")]
+    fn memory(&self, field: &str) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|line| line.starts_with(field)).unwrap();
+        let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
     fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -887,6 +897,20 @@ async fn demo_prints_lines_that_work() {
     );
 }
 
+/// The verifier's replay store (about 34 MB of table) is built as the server starts, not by
+/// the first request, which would wait for it.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_replay_store_is_built_before_the_first_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&["--keys", keys_file(dir.path()).to_str().unwrap()], 1);
+    let before = server.memory("VmRSS:");
+    let (status, body) = server.signed(KEY_ID, Method::GET, "/me", "", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let grown = server.memory("VmRSS:").saturating_sub(before);
+    assert!(grown < 8 << 20, "the first request added {grown} bytes");
+}
+
 /// `--explain` keeps a copy of the body it may explain: one copy, however many chunks the body
 /// came in (a handle for each would take 32 bytes for each byte of a body sent a byte a chunk).
 #[cfg(target_os = "linux")]
@@ -895,16 +919,7 @@ async fn explain_keeps_a_body_sent_a_byte_a_chunk_in_one_copy() {
     const BODY_BYTES: usize = 1 << 19;
     let server = Server::start(&["--demo"], 9);
     let key_id = server.printed("demo key id:");
-    let status_path = format!("/proc/{}/status", server.child.id());
-    let peak_memory = || -> usize {
-        let status = std::fs::read_to_string(&status_path).unwrap();
-        let line = status
-            .lines()
-            .find(|line| line.starts_with("VmHWM:"))
-            .unwrap();
-        let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kib * 1024
-    };
+    let peak_memory = || server.memory("VmHWM:");
     // Sends a body of BODY_BYTES in chunks of `chunk` bytes, with a signature that fails.
     let send_in_chunks = |chunk: usize, nonce: &str| {
         let header = Signer::new(key_id.as_str(), "not the secret")

@@ -71,7 +71,8 @@ pub(crate) enum ReplayStoreChoice {
     /// A [`MokaReplayStore`] with the default capacity, shared by the layer's clones and the
     /// services made from them. Built with the first service rather than with the layer, so
     /// that a layer then given another store does not size (about 30 ms) and drop a table it
-    /// never uses; and not on the first request, which would wait for it.
+    /// never uses; and not on the first request, which would wait for it (though a service
+    /// may be made for the first connection: see [`VerifyLayer::replay_store`]).
     Default(Arc<OnceLock<MokaReplayStore>>),
     Given(Arc<dyn ReplayStore>),
 }
@@ -187,7 +188,10 @@ impl<Sch: Clone> VerifyLayer<Sch> {
     /// Where accepted requests are remembered, to refuse their replays. Defaults to a
     /// [`MokaReplayStore`] with its default capacity, private to this layer and its clones,
     /// built with the first service made from the layer (so a layer given another store never
-    /// builds it).
+    /// builds it). Building it takes about 30 ms. An axum `Router` whose routes are handlers
+    /// makes its services when it is given its state, which `axum::serve` does at each
+    /// connection: call `.with_state(())` on the router before serving it, and the store is
+    /// built then rather than by the first connection's first request.
     ///
     /// [`MokaReplayStore`]: crate::replay::MokaReplayStore
     pub fn replay_store(self, store: impl ReplayStore) -> Self {

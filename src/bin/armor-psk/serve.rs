@@ -160,7 +160,11 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         .with_state(metrics.clone())
         .merge(sessions.router())
         .merge(api)
-        .layer(middleware::from_fn_with_state(metrics, observe));
+        .layer(middleware::from_fn_with_state(metrics, observe))
+        // The routes take their layers now rather than at the first connection (axum applies
+        // a handler's layers when its state is given), so that the first request does not
+        // wait while the verifier's replay store is built.
+        .with_state(());
 
     listen_for_hangup(hangup, directory.file, sessions);
     let listener = tokio::net::TcpListener::bind(args.listen)
