@@ -293,6 +293,21 @@ async fn a_code_is_good_once_and_for_two_minutes() {
 }
 
 #[tokio::test]
+async fn another_method_than_post_on_an_auth_endpoint_is_405_in_the_crates_error_shape() {
+    let app = test_app();
+    for path in ["/auth/authorize", "/auth/token", "/auth/token/reissue"] {
+        let response = app
+            .respond(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(response.headers()["allow"], "POST");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn a_token_request_without_the_code_grant_is_unsupported_and_one_without_a_code_invalid() {
     let app = test_app();
     let code = app.code().await;

@@ -1,6 +1,6 @@
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -81,6 +81,10 @@ pub enum AuthEndpointError {
     /// The body could not be read (the client went away mid-body). 400 `body_read_failed`.
     #[error("the request body could not be read")]
     BodyReadFailed,
+    /// An `/auth` endpoint was called with another method than `POST`. 405
+    /// `method_not_allowed`, with `Allow: POST`.
+    #[error("this endpoint takes POST only")]
+    MethodNotAllowed,
     /// Too many sign-ins are already waiting for a password check (see
     /// [`SessionsBuilder::max_waiting_sign_ins`](super::SessionsBuilder::max_waiting_sign_ins)).
     /// 503 `temporarily_unavailable`, with `Retry-After: 1`.
@@ -103,6 +107,7 @@ impl AuthEndpointError {
             AuthEndpointError::BodyTooLarge => "body_too_large",
             AuthEndpointError::BodyTimeout => "body_timeout",
             AuthEndpointError::BodyReadFailed => "body_read_failed",
+            AuthEndpointError::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -121,6 +126,7 @@ impl AuthEndpointError {
             }
             AuthEndpointError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AuthEndpointError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            AuthEndpointError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -148,6 +154,9 @@ impl IntoResponse for AuthEndpointError {
             AuthEndpointError::InvalidToken => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(FH_AUTH));
             }
+            AuthEndpointError::MethodNotAllowed => {
+                headers.insert(ALLOW, HeaderValue::from_static("POST"));
+            }
             _ => {}
         }
         response
@@ -156,12 +165,14 @@ impl IntoResponse for AuthEndpointError {
 
 impl Sessions {
     /// The `/auth` endpoints: `POST /auth/authorize`, `POST /auth/token` and
-    /// `POST /auth/token/reissue`. They take JSON or form-encoded bodies.
+    /// `POST /auth/token/reissue`. They take JSON or form-encoded bodies; another method is
+    /// 405 `method_not_allowed`.
     pub fn router<S>(&self) -> Router<S> {
         Router::new()
             .route("/auth/authorize", post(authorize))
             .route("/auth/token", post(token))
             .route("/auth/token/reissue", post(reissue))
+            .method_not_allowed_fallback(|| async { AuthEndpointError::MethodNotAllowed })
             .with_state(self.clone())
     }
 }
