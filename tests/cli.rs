@@ -618,11 +618,51 @@ fn catches_hangup(child: &Child) -> bool {
 }
 
 fn hang_up(child: &Child) {
+    send_signal(child, "HUP");
+}
+
+fn send_signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigint_and_sigterm_shut_the_server_down_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path());
+    for signal in ["INT", "TERM"] {
+        let mut server = Server::start(&["--keys", keys.to_str().unwrap()], 1);
+        assert_eq!(
+            server.signed(KEY_ID, Method::GET, "/me", "", &[]).await.0,
+            StatusCode::OK
+        );
+        send_signal(&server.child, signal);
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "still running 10 s after SIG{signal}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "SIG{signal}: {status}");
+        // Its stderr is read on another thread, to its end.
+        let started = std::time::Instant::now();
+        while !server.logs().contains("shut down") && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            server.logs().contains("shut down"),
+            "SIG{signal}: {}",
+            server.logs()
+        );
+    }
 }
 
 #[test]

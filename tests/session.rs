@@ -250,16 +250,24 @@ async fn a_wrong_user_and_a_wrong_password_get_the_same_answer_then_429() {
         )
         .await;
     }
-    // Three failures: the right password is refused too, until the period ends.
-    let (status, body) = app
-        .post_json(
-            "/auth/authorize",
-            json!({ "username": USER, "password": PASSWORD }),
+    // Three failures: the right password is refused too, until the period ends, which
+    // Retry-After names.
+    app.clock.advance(100);
+    let right = json!({ "username": USER, "password": PASSWORD });
+    let response = app
+        .respond(
+            Request::post("/auth/authorize")
+                .header("content-type", "application/json")
+                .body(Body::from(right.to_string()))
+                .unwrap(),
         )
         .await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "801");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["code"], "too_many_attempts");
-    app.clock.advance(901);
+    app.clock.advance(801);
     app.code().await;
 }
 
