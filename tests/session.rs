@@ -384,6 +384,29 @@ async fn a_token_lives_15_minutes_and_reissue_extends_it() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
+/// The account check, as the route policy, is decided once the request is authenticated: the
+/// refused request has used its nonce and MAC, so that one who captured it cannot send it
+/// again with another (unsigned) account.
+#[tokio::test]
+async fn a_request_refused_for_its_account_cannot_be_sent_again_with_another() {
+    let app = test_app();
+    let mut request = app.signed(KEY_ID, SECRET, Method::GET, "/x");
+    let mut again = Request::get("/x").body(Body::empty()).unwrap();
+    *again.headers_mut() = request.headers().clone();
+    request
+        .headers_mut()
+        .insert("x-account-context", "8".parse().unwrap());
+    again
+        .headers_mut()
+        .insert("x-account-context", "7".parse().unwrap());
+    assert_eq!(app.send(request).await.0, StatusCode::FORBIDDEN);
+    let (status, body) = app.send(again).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("replayed_nonce"))
+    );
+}
+
 #[tokio::test]
 async fn the_account_context_is_checked() {
     let app = test_app();
