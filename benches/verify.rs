@@ -431,10 +431,13 @@ fn time_layer<S, B>(runtime: &Runtime, service: &S, requests: Vec<Request<B>>) -
 where
     S: Service<Request<B>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
 {
+    // Drained rather than consumed, so that the vector's buffer is freed after the clock stops:
+    // freeing half a megabyte (unmapped, or the heap trimmed) took about 30 ns a request.
+    let mut requests = requests;
     let mut responses = Vec::with_capacity(requests.len());
     let started = Instant::now();
     runtime.block_on(async {
-        for request in requests {
+        for request in requests.drain(..) {
             responses.push(service.clone().oneshot(request).await);
         }
     });
