@@ -116,6 +116,18 @@ impl Server {
         headers: &[(&str, String)],
         body: &str,
     ) -> (StatusCode, Value) {
+        let (status, _, body) = self.respond(method, path, headers, body).await;
+        (status, body)
+    }
+
+    /// [`Server::send`], with the response's headers.
+    async fn respond(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> (StatusCode, http::HeaderMap, Value) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -127,10 +139,11 @@ impl Server {
             .unwrap();
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let response = client.request(request).await.expect("the server answers");
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
         (
-            status,
+            parts.status,
+            parts.headers,
             serde_json::from_slice(&body)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into())),
         )
@@ -144,12 +157,7 @@ impl Server {
         body: &str,
         extra: &[(&str, String)],
     ) -> (StatusCode, Value) {
-        let header = Signer::new(key_id, SECRET)
-            .unwrap()
-            .authorization(&method, path, body.as_bytes())
-            .unwrap();
-        let mut headers = vec![("authorization", header.to_str().unwrap().to_owned())];
-        headers.extend(extra.iter().cloned());
+        let headers = signed_headers(key_id, &method, path, body, extra);
         self.send(method, path, &headers, body).await
     }
 
@@ -213,6 +221,23 @@ accounts = [42, 43]
     )
     .unwrap();
     path
+}
+
+/// `extra` and the `Authorization` header of a request `key_id` signed with ARMOR-PSK, now.
+fn signed_headers<'a>(
+    key_id: &str,
+    method: &Method,
+    path: &str,
+    body: &str,
+    extra: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
+    let header = Signer::new(key_id, SECRET)
+        .unwrap()
+        .authorization(method, path, body.as_bytes())
+        .unwrap();
+    let mut headers = vec![("authorization", header.to_str().unwrap().to_owned())];
+    headers.extend(extra.iter().cloned());
+    headers
 }
 
 /// The `Date` and `Authorization` headers of a request `key_id` signed with the signed-Date
@@ -334,9 +359,12 @@ async fn serves_both_schemes_the_policy_and_the_echo() {
     assert_eq!(body["identity"]["scheme"], "date-hmac");
     assert_eq!(sign_date(&["--nonce", "n"]).status.code(), Some(2));
 
-    // Only GET /me answers the identity; another method there is echoed.
-    let (status, body) = server.signed(KEY_ID, Method::POST, "/me", "{}", &[]).await;
+    // Only GET /me answers the identity; another method there is echoed (and not told that
+    // only GET is allowed).
+    let headers = signed_headers(KEY_ID, &Method::POST, "/me", "{}", &[]);
+    let (status, answer_headers, body) = server.respond(Method::POST, "/me", &headers, "{}").await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(answer_headers.get("allow"), None);
     assert_eq!(
         (&body["method"], &body["path"]),
         (&json!("POST"), &json!("/me"))

@@ -17,7 +17,7 @@ use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use clap::Args;
 use serde_json::{json, Value};
@@ -147,8 +147,9 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
     let metrics = Metrics::default();
 
     let mut api = Router::new()
-        // Only `GET /me` is special: any other method there is echoed, as every other route.
-        .route("/me", get(me).fallback(echo))
+        // Only `GET /me` is special: any other method there is echoed, as every other route
+        // (`any` first, so that no `Allow: GET,HEAD` goes with those answers).
+        .route("/me", any(echo).get(me))
         .fallback(echo)
         .layer(middleware::from_fn(expose_identity))
         .layer(auth);
