@@ -984,7 +984,7 @@ async fn the_replay_store_is_built_before_the_first_request() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn explain_keeps_a_body_sent_a_byte_a_chunk_in_one_copy() {
-    const BODY_BYTES: usize = 1 << 19;
+    const BODY_BYTES: usize = 1 << 18;
     let server = Server::start(&["--demo"], 9);
     let key_id = server.printed("demo key id:");
     let peak_memory = || server.memory("VmHWM:");

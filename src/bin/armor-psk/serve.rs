@@ -380,7 +380,12 @@ async fn explain_bad_signatures(
         parts.uri.clone(),
         parts.headers.clone(),
     );
-    let read = Arc::new(Mutex::new(Vec::new()));
+    // Room for a body of the length it declares (as far as the verifier reads), so that the
+    // copy does not grow by doubling.
+    let declared = http_body::Body::size_hint(&body).exact().unwrap_or(0);
+    let room = usize::try_from(declared)
+        .map_or(DEFAULT_BODY_LIMIT, |length| length.min(DEFAULT_BODY_LIMIT));
+    let read = Arc::new(Mutex::new(Vec::with_capacity(room)));
     let body = Body::new(Copied {
         body,
         read: Arc::clone(&read),
