@@ -219,6 +219,21 @@ async fn authorize_takes_json_form_and_user_name() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_request");
+    // JSON after a byte-order mark, and as an array of the fields in order, as serde reads it.
+    for body in [
+        format!(
+            "\u{feff}{}",
+            json!({ "username": USER, "password": PASSWORD })
+        ),
+        json!([USER, PASSWORD]).to_string(),
+    ] {
+        let request = Request::post("/auth/authorize")
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (status, answer) = app.send(request).await;
+        assert_eq!(status, StatusCode::OK, "{body}: {answer}");
+    }
 }
 
 #[tokio::test]
@@ -341,13 +356,30 @@ async fn a_token_request_without_the_code_grant_is_unsupported_and_one_without_a
             "{body}"
         );
     }
-    let (status, answer) = app
-        .post_json("/auth/token", json!({ "grant_type": "authorization_code" }))
-        .await;
-    assert_eq!(
-        (status, answer["error"]["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_request"))
-    );
+    // A code is needed; and a body with neither field is no token request.
+    for (content_type, body) in [
+        (
+            "application/json",
+            json!({ "grant_type": "authorization_code" }).to_string(),
+        ),
+        ("application/json", "{}".to_owned()),
+        ("application/json", String::new()),
+        (
+            "application/x-www-form-urlencoded",
+            "username=ann".to_owned(),
+        ),
+    ] {
+        let request = Request::post("/auth/token")
+            .header("content-type", content_type)
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let (status, answer) = app.send(request).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{body:?}"
+        );
+    }
     // None of these used the code.
     assert_eq!(app.redeem(&code).await.0, StatusCode::OK);
 }

@@ -45,8 +45,8 @@ pub const MAX_AUTH_BODY: usize = 16 * 1024;
 #[non_exhaustive]
 pub enum AuthEndpointError {
     /// The body is neither JSON nor a form with the expected fields, a sign-in's username is
-    /// empty or over 256 bytes or its password over 1,024, or a token request names no code.
-    /// 400 `invalid_request`.
+    /// empty or over 256 bytes or its password over 1,024, or a token request names no code
+    /// (or neither field). 400 `invalid_request`.
     #[error("the request body is not a valid {0} request")]
     InvalidRequest(&'static str),
     /// Unknown user or wrong password (one answer for both). 401 `invalid_credentials`.
@@ -58,7 +58,8 @@ pub enum AuthEndpointError {
         /// Seconds until the username may try again.
         retry_after_secs: i64,
     },
-    /// `grant_type` is missing or not `authorization_code`. 400 `unsupported_grant_type`.
+    /// A token request's `grant_type` is missing (while it has a `code`) or not
+    /// `authorization_code`. 400 `unsupported_grant_type`.
     #[error("grant_type must be \"authorization_code\"")]
     UnsupportedGrantType,
     /// The code is unknown, already redeemed, or older than two minutes. 401 `invalid_grant`.
@@ -204,7 +205,7 @@ struct ReissueRequest {
 /// timeout, the verifier's default ([`DEFAULT_BODY_TIMEOUT`]); then parses it as JSON or a
 /// form (public clients send both), told apart by the body itself rather than its declared
 /// `Content-Type`: `curl -d '{...}'` labels JSON as a form, and a form parser reads JSON as
-/// one field of an unknown name. The body's copy made here (it holds a sign-in's password) is
+/// one field of an unknown name. JSON is an object or array (after a byte-order mark, if any). The body's copy made here (it holds a sign-in's password) is
 /// zeroed when dropped; the buffers it was read into are not.
 async fn read_request<T: DeserializeOwned>(
     headers: &HeaderMap,
@@ -217,10 +218,11 @@ async fn read_request<T: DeserializeOwned>(
         Err(Rejection::BodyTimeout { .. }) => return Err(AuthEndpointError::BodyTimeout),
         Err(_) => return Err(AuthEndpointError::BodyReadFailed),
     };
-    let parsed = if body.trim_ascii_start().starts_with(b"{") {
-        serde_json::from_slice(&body).ok()
+    let text = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&body);
+    let parsed = if matches!(text.trim_ascii_start().first(), Some(b'{' | b'[')) {
+        serde_json::from_slice(text).ok()
     } else {
-        serde_urlencoded::from_bytes(&body).ok()
+        serde_urlencoded::from_bytes(text).ok()
     };
     parsed.ok_or(AuthEndpointError::InvalidRequest(what))
 }
@@ -282,6 +284,10 @@ async fn token(
     body: Body,
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: TokenRequest = read_request(&headers, body, "token").await?;
+    if request.code.is_none() && request.grant_type.is_none() {
+        // Not a token request at all (an empty body, or another's fields).
+        return Err(AuthEndpointError::InvalidRequest("token"));
+    }
     if request.grant_type.as_deref() != Some("authorization_code") {
         return Err(AuthEndpointError::UnsupportedGrantType);
     }
