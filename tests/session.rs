@@ -165,6 +165,34 @@ impl TestApp {
 }
 
 #[tokio::test]
+async fn an_optional_identity_is_none_on_an_open_route_and_some_behind_the_layer() {
+    let app = test_app();
+    let who = |identity: Option<Identity>| async move {
+        identity.map_or("nobody".to_owned(), |identity| {
+            format!("{:?}", identity.key_id())
+        })
+    };
+    let open: Router = Router::new().route("/open", axum::routing::get(who));
+    let response = open
+        .oneshot(Request::get("/open").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"nobody");
+    let guarded = Router::new()
+        .route("/guarded", axum::routing::get(who))
+        .layer(ArmorAuthLayer::new(
+            VerifyPskLayer::new(MemoryKeyStore::builder().key(KEY_ID, SECRET).build())
+                .clock(app.clock.clone()),
+            app.sessions.clone(),
+        ));
+    let request = app.signed(KEY_ID, SECRET, Method::GET, "/guarded");
+    let response = guarded.oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, format!("Some({KEY_ID:?})"));
+}
+
+#[tokio::test]
 async fn the_whole_sign_in_flow() {
     let app = test_app();
     let code = app.code().await;
