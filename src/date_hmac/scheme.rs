@@ -48,7 +48,9 @@ pub struct DateHmac {
 
 impl DateHmac {
     /// The scheme with its shared keys in `key_store`, a `Date` up to 15 minutes old and up to
-    /// 60 seconds ahead.
+    /// 60 seconds ahead. Give it keys of its own: a store shared with ARMOR-PSK would let every
+    /// ARMOR-PSK key sign requests that can be replayed (with a
+    /// [`FileKeyStore`](crate::key_store::FileKeyStore), `store.for_scheme("date-hmac")`).
     pub fn new(key_store: impl KeyStore) -> Self {
         DateHmac {
             key_store: Arc::new(key_store),

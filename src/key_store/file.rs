@@ -26,7 +26,13 @@ use crate::psk::MAX_KEY_ID_LEN;
 /// ```
 ///
 /// As a [`KeyStore`](super::KeyStore) it answers for the keys that may sign with ARMOR-PSK;
-/// [`for_scheme`](FileKeyStore::for_scheme) gives the keys of another scheme.
+/// [`for_scheme`](FileKeyStore::for_scheme) gives the keys of another scheme. Give the
+/// signed-Date scheme `store.for_scheme("date-hmac")`, never the store itself: that would let
+/// every ARMOR-PSK key sign with a scheme whose requests can be replayed.
+///
+/// The store holds each key's `accounts`; it does not enforce them. An
+/// [`ArmorAuthLayer`](crate::session::ArmorAuthLayer) does, once told where they are:
+/// `.key_accounts(move |key| store.accounts(key.key_id(), key.scheme()))`.
 ///
 /// Other top-level tables are ignored, so the file can carry settings of other tools; inside a
 /// `[[keys]]` table an unknown field is an error (a misspelt `disabled` must not pass unnoticed).

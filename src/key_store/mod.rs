@@ -14,7 +14,12 @@
 //! #[armor_psk::async_trait]
 //! impl KeyStore for FromEnv {
 //!     async fn lookup(&self, key_id: &str) -> Result<Option<Secret>, KeyStoreError> {
-//!         let name = format!("ARMOR_SECRET_{}", key_id.replace('-', "_"));
+//!         // One variable per key id, and one key id per variable: an id that would need
+//!         // respelling (`a-b` as `a_b`, which another id may be) is unknown.
+//!         if !key_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+//!             return Ok(None);
+//!         }
+//!         let name = format!("ARMOR_SECRET_{key_id}");
 //!         Ok(std::env::var(name).ok().map(Secret::from))
 //!     }
 //! }

@@ -89,7 +89,8 @@ pub enum MalformedCredential {
     /// More than one `Authorization` header was sent.
     #[error("more than one Authorization header")]
     MultipleHeaders,
-    /// The header value is not visible ASCII.
+    /// The header value is not UTF-8 (a value that is, but not ASCII, fails at the field that
+    /// holds the other characters).
     #[error("the header value is not visible ASCII")]
     NotAscii,
     /// The header value is longer than any valid credential.

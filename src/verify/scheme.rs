@@ -82,8 +82,10 @@ pub trait Scheme: Clone + Send + Sync + 'static {
 /// use armor_psk::psk::ArmorPsk;
 /// use armor_psk::verify::{OneOf, VerifyLayer};
 ///
-/// let keys = MemoryKeyStore::builder().key("key-1", "secret").build();
-/// let layer = VerifyLayer::with_scheme(OneOf::new(ArmorPsk::new(keys.clone()), DateHmac::new(keys)));
+/// // Each scheme its own keys: a key of the replayable signed-Date scheme is no ARMOR-PSK key.
+/// let psk_keys = MemoryKeyStore::builder().key("key-1", "secret").build();
+/// let date_keys = MemoryKeyStore::builder().key("license-key", "shared key").build();
+/// let layer = VerifyLayer::with_scheme(OneOf::new(ArmorPsk::new(psk_keys), DateHmac::new(date_keys)));
 /// ```
 #[derive(Debug, Clone)]
 pub struct OneOf<A, B> {
