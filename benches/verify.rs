@@ -564,12 +564,16 @@ fn verify_body_interleaved() {
     }
 }
 
-/// Requests each `verify_small/callgrind/…` run sends.
+/// Requests each `verify_small/callgrind/…` run sends, in one block.
 const CALLGRIND_REQUESTS: usize = 20_000;
+/// Requests in each block of a `verify_small/callgrind/…` run given `VERIFY_SMALL_BLOCKS`, as
+/// in the interleaved runs.
+const PROFILED_BLOCK: usize = 2_000;
 
 /// `verify_small/callgrind/{floor,bare_service,layer_null_store,layer_compact,layer_moka}`: one
-/// contestant verifies `CALLGRIND_REQUESTS` fresh requests, untimed, for valgrind to count the
-/// instructions (the same on a quiet machine and a busy one). Only with that exact filter:
+/// contestant verifies `CALLGRIND_REQUESTS` fresh requests, made before it starts, untimed, for
+/// valgrind to count the instructions (the same on a quiet machine and a busy one). Only with
+/// that exact filter:
 ///
 /// ```text
 /// valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect='*Oneshot*poll*' \
@@ -578,45 +582,48 @@ const CALLGRIND_REQUESTS: usize = 20_000;
 ///     target/release/deps/verify-… --bench verify_small/callgrind/floor
 /// ```
 ///
-/// and divide the instructions collected by `CALLGRIND_REQUESTS`.
+/// and divide the instructions collected by `CALLGRIND_REQUESTS`. With `VERIFY_SMALL_BLOCKS=N`
+/// it sends N blocks of `PROFILED_BLOCK` instead, each made just before it is sent: enough, for
+/// N in the hundreds, for a sampling profiler (`perf record`) to see where a contestant's
+/// time goes (the stores hold 600,000 requests: N up to 300 for them). (Counted that way, the allocator's work differs: `bare_service` about 260
+/// instructions more a request, the layers about 10.)
 fn verify_small_callgrind(contestant: &str) {
     let runtime = runtime();
     let signer = signer();
     let contestants = contestants(&runtime, &signer, DEFAULT_CAPACITY, true);
-    if contestant == "floor" {
-        let inputs: Vec<_> = (0..CALLGRIND_REQUESTS)
-            .map(|_| Floor::input(&signer))
-            .collect();
-        let verified = inputs
-            .iter()
-            .filter(|(signature, signing)| contestants.floor.verify(signature, signing))
-            .count();
-        assert_eq!(verified, CALLGRIND_REQUESTS);
-        return;
-    }
-    if contestant == "bare_service" {
-        count_gets(&runtime, &signer, &no_op::<Empty<Bytes>>());
-        return;
-    }
-    let Some((_, service)) = contestants
-        .layers
-        .iter()
-        .find(|(name, _)| *name == contestant)
-    else {
-        panic!("no contestant named {contestant}");
+    let (blocks, block) = match std::env::var("VERIFY_SMALL_BLOCKS") {
+        Ok(blocks) => (blocks.parse().expect("a number of blocks"), PROFILED_BLOCK),
+        Err(_) => (1, CALLGRIND_REQUESTS),
     };
-    count_gets(&runtime, &signer, service);
+    for _ in 0..blocks {
+        if contestant == "floor" {
+            let inputs: Vec<_> = (0..block).map(|_| Floor::input(&signer)).collect();
+            let verified = inputs
+                .iter()
+                .filter(|(signature, signing)| contestants.floor.verify(signature, signing))
+                .count();
+            assert_eq!(verified, block);
+        } else if contestant == "bare_service" {
+            count_gets(&runtime, &signer, &no_op::<Empty<Bytes>>(), block);
+        } else {
+            let Some((_, service)) = contestants
+                .layers
+                .iter()
+                .find(|(name, _)| *name == contestant)
+            else {
+                panic!("no contestant named {contestant}");
+            };
+            count_gets(&runtime, &signer, service, block);
+        }
+    }
 }
 
-/// `CALLGRIND_REQUESTS` freshly signed `GET`s through `service`, each of which must be
-/// accepted.
-fn count_gets<S>(runtime: &Runtime, signer: &Signer, service: &S)
+/// `count` freshly signed `GET`s through `service`, each of which must be accepted.
+fn count_gets<S>(runtime: &Runtime, signer: &Signer, service: &S, count: usize)
 where
     S: Service<Request<Empty<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone,
 {
-    let requests: Vec<_> = (0..CALLGRIND_REQUESTS)
-        .map(|_| signed_get(signer))
-        .collect();
+    let requests: Vec<_> = (0..count).map(|_| signed_get(signer)).collect();
     let accepted = runtime.block_on(async {
         let mut accepted = 0;
         for request in requests {
@@ -625,7 +632,7 @@ where
         }
         accepted
     });
-    assert_eq!(accepted, CALLGRIND_REQUESTS);
+    assert_eq!(accepted, count);
 }
 
 /// The `percent`th percentile of `values` (which stay in their order); NaN when there are none.
