@@ -380,15 +380,13 @@ async fn explain_bad_signatures(
         parts.uri.clone(),
         parts.headers.clone(),
     );
-    // Room for a body of the length it declares (as far as the verifier reads), so that the
-    // copy does not grow by doubling.
+    let read = Arc::new(Mutex::new(Vec::new()));
     let declared = http_body::Body::size_hint(&body).exact().unwrap_or(0);
-    let room = usize::try_from(declared)
-        .map_or(DEFAULT_BODY_LIMIT, |length| length.min(DEFAULT_BODY_LIMIT));
-    let read = Arc::new(Mutex::new(Vec::with_capacity(room)));
     let body = Body::new(Copied {
         body,
         read: Arc::clone(&read),
+        declared: usize::try_from(declared)
+            .map_or(DEFAULT_BODY_LIMIT, |length| length.min(DEFAULT_BODY_LIMIT)),
     });
     let response = next.run(Request::from_parts(parts, body)).await;
     if response.extensions().get::<Rejection>() != Some(&Rejection::BadSignature) {
@@ -430,6 +428,9 @@ pin_project_lite::pin_project! {
         #[pin]
         body: Body,
         read: Arc<Mutex<Vec<u8>>>,
+        // The room the copy takes: the length the body declares, up to the verifier's limit
+        // (so that it does not grow by doubling).
+        declared: usize,
     }
 }
 
@@ -445,6 +446,10 @@ impl http_body::Body for Copied {
         let frame = std::task::ready!(this.body.poll_frame(cx));
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
             let mut read = this.read.lock().unwrap_or_else(PoisonError::into_inner);
+            if read.capacity() == 0 {
+                // Taken once the verifier reads the body, not for a request refused before.
+                read.reserve_exact((*this.declared).max(data.len()));
+            }
             read.extend_from_slice(data);
         }
         std::task::Poll::Ready(frame)
