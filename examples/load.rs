@@ -200,7 +200,7 @@ fn app(kind: &str, entries: u64) -> Option<Router> {
     let hello = Router::new().route(PATH, get(|| async { "hello" }));
     let keys = || MemoryKeyStore::builder().key(KEY_ID, SECRET).build();
     let capacity = DEFAULT_CAPACITY.max(entries.saturating_add(entries / 8));
-    Some(match kind {
+    let router = match kind {
         "bare" => hello,
         "floor" => hello.layer(FloorLayer::new()?),
         "floor-from-fn" => {
@@ -220,7 +220,9 @@ fn app(kind: &str, entries: u64) -> Option<Router> {
         ),
         "full-null" => hello.layer(VerifyPskLayer::new(keys()).replay_store(NullStore)),
         _ => return None,
-    })
+    };
+    // Layers applied (the default store built) now, not at each connection.
+    Some(router.with_state(()))
 }
 
 /// The irreducible work of any verifier, as a tower layer of the fewest moving parts (the
@@ -512,16 +514,11 @@ impl Spread {
     fn of(figures: impl Iterator<Item = f64>) -> Self {
         let mut figures: Vec<f64> = figures.collect();
         figures.sort_by(f64::total_cmp);
-        let at = |index: usize| figures.get(index).copied().unwrap_or(f64::NAN);
-        let middle = figures.len() / 2;
-        let median = match figures.len() % 2 {
-            1 => at(middle),
-            _ => (at(middle.saturating_sub(1)) + at(middle)) / 2.0,
-        };
+        let at = |percent| percentile::percentile(&figures, percent).unwrap_or(f64::NAN);
         Spread {
-            median,
-            lowest: at(0),
-            highest: at(figures.len().saturating_sub(1)),
+            median: at(50.0),
+            lowest: at(0.0),
+            highest: at(100.0),
         }
     }
 

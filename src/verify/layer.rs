@@ -26,7 +26,10 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Verifies signatures of a [`Scheme`] before the inner service sees a request.
 ///
 /// [`VerifyPskLayer`] (`VerifyLayer<ArmorPsk>`) is the ARMOR-PSK verifier. Every setting has a
-/// secure default (see each method). Cloning is cheap: the settings are shared.
+/// secure default (see each method). Cloning is cheap: the settings are shared. Its default
+/// replay store is built with the first service made from it; on an axum `Router` of
+/// handlers, call `.with_state(())` before serving, else that is at the first connection (see
+/// [`replay_store`](VerifyLayer::replay_store)).
 ///
 /// ```
 /// use std::time::Duration;
