@@ -585,8 +585,9 @@ const PROFILED_BLOCK: usize = 2_000;
 /// and divide the instructions collected by `CALLGRIND_REQUESTS`. With `VERIFY_SMALL_BLOCKS=N`
 /// it sends N blocks of `PROFILED_BLOCK` instead, each made just before it is sent: enough, for
 /// N in the hundreds, for a sampling profiler (`perf record`) to see where a contestant's
-/// time goes (the stores hold 600,000 requests: N up to 300 for them). (Counted that way, the allocator's work differs: `bare_service` about 260
-/// instructions more a request, the layers about 10.)
+/// time goes (the stores hold 600,000 requests: N up to 300 for them). (Counted that way, the
+/// allocator's work differs: `bare_service` about 260 instructions more a request, the layers
+/// about 10.)
 fn verify_small_callgrind(contestant: &str) {
     let runtime = runtime();
     let signer = signer();

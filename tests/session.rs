@@ -362,40 +362,32 @@ async fn another_method_than_post_on_an_auth_endpoint_is_405_in_the_crates_error
 async fn a_token_request_without_the_code_grant_is_unsupported_and_one_without_a_code_invalid() {
     let app = test_app();
     let code = app.code().await;
-    // Another grant's fields (no code), JSON and form, and a code without a grant type.
-    let password_grant = format!("grant_type=password&username={USER}&password=x");
-    for (content_type, body) in [
-        ("application/json", json!({ "code": code }).to_string()),
+    const JSON: &str = "application/json";
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let (unsupported, invalid) = ("unsupported_grant_type", "invalid_request");
+    for (content_type, body, expected) in [
+        // Another grant's fields (no code), JSON and form, and a code without a grant type.
+        (JSON, json!({ "code": code }).to_string(), unsupported),
         (
-            "application/json",
+            JSON,
             json!({ "grant_type": "password" }).to_string(),
+            unsupported,
         ),
-        ("application/x-www-form-urlencoded", password_grant),
-        ("application/x-www-form-urlencoded", format!("code={code}")),
-    ] {
-        let request = Request::post("/auth/token")
-            .header("content-type", content_type)
-            .body(Body::from(body.clone()))
-            .unwrap();
-        let (status, answer) = app.send(request).await;
-        assert_eq!(
-            (status, answer["error"]["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")),
-            "{body}"
-        );
-    }
-    // A code is needed; and a body with neither field is no token request.
-    for (content_type, body) in [
         (
-            "application/json",
+            FORM,
+            format!("grant_type=password&username={USER}&password=x"),
+            unsupported,
+        ),
+        (FORM, format!("code={code}"), unsupported),
+        // A code is needed; and a body with neither field is no token request.
+        (
+            JSON,
             json!({ "grant_type": "authorization_code" }).to_string(),
+            invalid,
         ),
-        ("application/json", "{}".to_owned()),
-        ("application/json", String::new()),
-        (
-            "application/x-www-form-urlencoded",
-            "username=ann".to_owned(),
-        ),
+        (JSON, "{}".to_owned(), invalid),
+        (JSON, String::new(), invalid),
+        (FORM, "username=ann".to_owned(), invalid),
     ] {
         let request = Request::post("/auth/token")
             .header("content-type", content_type)
@@ -404,7 +396,7 @@ async fn a_token_request_without_the_code_grant_is_unsupported_and_one_without_a
         let (status, answer) = app.send(request).await;
         assert_eq!(
             (status, answer["error"]["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            (StatusCode::BAD_REQUEST, Some(expected)),
             "{body:?}"
         );
     }

@@ -91,7 +91,7 @@ pub enum MalformedCredential {
     MultipleHeaders,
     /// The header value is not UTF-8 (a value that is, but not ASCII, fails at the field that
     /// holds the other characters).
-    #[error("the header value is not visible ASCII")]
+    #[error("the header value is not UTF-8")]
     NotAscii,
     /// The header value is longer than any valid credential.
     #[error("the header value is longer than 1024 bytes")]

@@ -45,8 +45,8 @@ pub const MAX_AUTH_BODY: usize = 16 * 1024;
 #[non_exhaustive]
 pub enum AuthEndpointError {
     /// The body is neither JSON nor a form with the expected fields, a sign-in's username is
-    /// empty or over 256 bytes or its password over 1,024, or a token request names no code
-    /// (or neither field). 400 `invalid_request`.
+    /// empty or over 256 bytes or its password over 1,024, or a token request has
+    /// `grant_type=authorization_code` and no code, or neither field. 400 `invalid_request`.
     #[error("the request body is not a valid {0} request")]
     InvalidRequest(&'static str),
     /// Unknown user or wrong password (one answer for both). 401 `invalid_credentials`.
@@ -205,8 +205,9 @@ struct ReissueRequest {
 /// timeout, the verifier's default ([`DEFAULT_BODY_TIMEOUT`]); then parses it as JSON or a
 /// form (public clients send both), told apart by the body itself rather than its declared
 /// `Content-Type`: `curl -d '{...}'` labels JSON as a form, and a form parser reads JSON as
-/// one field of an unknown name. JSON is an object or array (after a byte-order mark, if any). The body's copy made here (it holds a sign-in's password) is
-/// zeroed when dropped; the buffers it was read into are not.
+/// one field of an unknown name. JSON is an object or array (after a byte-order mark, if
+/// any). The body's copy made here (it holds a sign-in's password) is zeroed when dropped; the
+/// buffers it was read into are not.
 async fn read_request<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,

@@ -85,7 +85,8 @@ pub trait Scheme: Clone + Send + Sync + 'static {
 /// // Each scheme its own keys: a key of the replayable signed-Date scheme is no ARMOR-PSK key.
 /// let psk_keys = MemoryKeyStore::builder().key("key-1", "secret").build();
 /// let date_keys = MemoryKeyStore::builder().key("license-key", "shared key").build();
-/// let layer = VerifyLayer::with_scheme(OneOf::new(ArmorPsk::new(psk_keys), DateHmac::new(date_keys)));
+/// let schemes = OneOf::new(ArmorPsk::new(psk_keys), DateHmac::new(date_keys));
+/// let layer = VerifyLayer::with_scheme(schemes);
 /// ```
 #[derive(Debug, Clone)]
 pub struct OneOf<A, B> {
