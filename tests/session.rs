@@ -5,7 +5,9 @@ use std::time::Duration;
 use armor_psk::clock::ManualClock;
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::policy::RoutePolicy;
-use armor_psk::session::{hash_password, ArmorAuthLayer, Identity, Sessions, User};
+use armor_psk::session::{
+    hash_password, ArmorAuthLayer, Identity, MokaSessionStore, SessionStore, Sessions, User,
+};
 use armor_psk::{Signer, VerifyPskLayer};
 use axum::body::Body;
 use axum::extract::Path;
@@ -33,9 +35,15 @@ struct TestApp {
 }
 
 fn test_app() -> TestApp {
+    test_app_storing(MokaSessionStore::default())
+}
+
+/// [`test_app`], its codes and sessions in `store`.
+fn test_app_storing(store: impl SessionStore) -> TestApp {
     let clock = ManualClock::new(NOW);
     let user = User::new(USER, hash_password(PASSWORD).unwrap(), vec![42, 43]).unwrap();
     let sessions = Sessions::builder([user].into_iter().collect())
+        .store(store)
         .clock(clock.clone())
         .throttle(3, 900)
         .build();
@@ -190,6 +198,30 @@ async fn an_optional_identity_is_none_on_an_open_route_and_some_behind_the_layer
     let response = guarded.oneshot(request).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, format!("Some({KEY_ID:?})"));
+}
+
+#[tokio::test]
+async fn the_session_store_is_never_given_a_code_or_token_as_issued() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest = |secret: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(secret))
+    };
+    let store = MokaSessionStore::default();
+    let app = test_app_storing(store.clone());
+    let code = app.code().await;
+    // Not there as issued (so this takes nothing out); there as its digest, as redeeming shows.
+    assert_eq!(store.redeem_code(&code, NOW).await.unwrap(), None);
+    let (status, body) = app.redeem(&code).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(store.session(token, NOW).await.unwrap(), None);
+    let record = store.session(&digest(token), NOW).await.unwrap();
+    assert_eq!(record.map(|record| record.username), Some(USER.to_owned()));
+    assert_eq!(
+        app.as_user(Method::GET, "/x", token, None).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

@@ -221,7 +221,7 @@ impl SessionsBuilder {
         Sessions {
             inner: Arc::new(Inner {
                 users: RwLock::new(Arc::new(self.users)),
-                store: self.store,
+                store: Arc::new(store::DigestKeys(self.store)),
                 clock: self.clock,
                 throttle: Throttle::new(self.max_failures, self.throttle_period_secs),
                 password_checks: PasswordChecks::new(self.max_waiting_sign_ins),

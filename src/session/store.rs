@@ -1,11 +1,15 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
+use sha2::{Digest, Sha256};
 
 /// An authorization code waiting to be redeemed at `/auth/token`.
 #[derive(Clone, PartialEq, Eq)]
@@ -58,8 +62,10 @@ impl fmt::Debug for SessionRecord {
 #[error("session store unavailable: {0}")]
 pub struct SessionStoreError(pub Box<dyn std::error::Error + Send + Sync>);
 
-/// Where authorization codes and sessions live. Codes and tokens are bearer secrets: a store
-/// must not log them.
+/// Where authorization codes and sessions live. [`Sessions`](super::Sessions) hands a store each
+/// code and token as its SHA-256 (43 characters of URL-safe base64), never as issued, so that
+/// one who can read the store (a shared database, its backups) finds no code or token there
+/// to use. They are still the keys to live sessions' records: a store must not log them.
 ///
 /// Every method takes the caller's `now` (Unix seconds), so expiry follows the injected clock.
 #[async_trait]
@@ -102,6 +108,64 @@ pub trait SessionStore: Send + Sync + 'static {
         expires_at: i64,
         now: i64,
     ) -> Result<Option<SessionRecord>, SessionStoreError>;
+}
+
+/// The store as [`Sessions`](super::Sessions) uses it: every code and token passes through
+/// [`store_key`] on its way in.
+pub(crate) struct DigestKeys(pub(crate) Arc<dyn SessionStore>);
+
+/// What a store is given for a code or token: its SHA-256, in URL-safe base64. A code or token
+/// holds 128 random bits or more, so its digest needs no salt or stretching.
+fn store_key(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+#[async_trait]
+impl SessionStore for DigestKeys {
+    async fn insert_code(
+        &self,
+        code: &str,
+        grant: CodeGrant,
+        now: i64,
+    ) -> Result<(), SessionStoreError> {
+        self.0.insert_code(&store_key(code), grant, now).await
+    }
+
+    async fn redeem_code(
+        &self,
+        code: &str,
+        now: i64,
+    ) -> Result<Option<CodeGrant>, SessionStoreError> {
+        self.0.redeem_code(&store_key(code), now).await
+    }
+
+    async fn insert_session(
+        &self,
+        token: &str,
+        session: SessionRecord,
+        now: i64,
+    ) -> Result<(), SessionStoreError> {
+        self.0.insert_session(&store_key(token), session, now).await
+    }
+
+    async fn session(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<SessionRecord>, SessionStoreError> {
+        self.0.session(&store_key(token), now).await
+    }
+
+    async fn extend_session(
+        &self,
+        token: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Option<SessionRecord>, SessionStoreError> {
+        self.0
+            .extend_session(&store_key(token), expires_at, now)
+            .await
+    }
 }
 
 /// The default [`SessionStore`]: two moka caches with per-entry expiry, in this process.
