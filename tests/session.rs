@@ -89,11 +89,8 @@ impl TestApp {
     }
 
     async fn post_json(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let request = Request::post(path)
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        self.send(request).await
+        self.send(posted(path, "application/json", body.to_string()))
+            .await
     }
 
     async fn code(&self) -> String {
@@ -224,6 +221,14 @@ async fn the_session_store_is_never_given_a_code_or_token_as_issued() {
     );
 }
 
+/// A `POST` of `body` to `path`, labelled `content_type`.
+fn posted(path: &str, content_type: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", content_type)
+        .body(body.into())
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_whole_sign_in_flow() {
     let app = test_app();
@@ -264,14 +269,15 @@ async fn authorize_takes_json_form_and_user_name() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let form = Request::post("/auth/authorize")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(format!(
+    let form = posted(
+        "/auth/authorize",
+        "application/x-www-form-urlencoded",
+        format!(
             "username={}&password={}",
             "ann%40example.com",
             PASSWORD.replace(' ', "+")
-        )))
-        .unwrap();
+        ),
+    );
     let (status, body) = app.send(form).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = app
@@ -287,10 +293,7 @@ async fn authorize_takes_json_form_and_user_name() {
         ),
         json!([USER, PASSWORD]).to_string(),
     ] {
-        let request = Request::post("/auth/authorize")
-            .header("content-type", "application/json")
-            .body(Body::from(body.clone()))
-            .unwrap();
+        let request = posted("/auth/authorize", "application/json", body.clone());
         let (status, answer) = app.send(request).await;
         assert_eq!(status, StatusCode::OK, "{body}: {answer}");
     }
@@ -330,12 +333,11 @@ async fn a_wrong_user_and_a_wrong_password_get_the_same_answer_then_429() {
     app.clock.advance(100);
     let right = json!({ "username": USER, "password": PASSWORD });
     let response = app
-        .respond(
-            Request::post("/auth/authorize")
-                .header("content-type", "application/json")
-                .body(Body::from(right.to_string()))
-                .unwrap(),
-        )
+        .respond(posted(
+            "/auth/authorize",
+            "application/json",
+            right.to_string(),
+        ))
         .await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(response.headers()["retry-after"], "801");
@@ -421,10 +423,7 @@ async fn a_token_request_without_the_code_grant_is_unsupported_and_one_without_a
         (JSON, String::new(), invalid),
         (FORM, "username=ann".to_owned(), invalid),
     ] {
-        let request = Request::post("/auth/token")
-            .header("content-type", content_type)
-            .body(Body::from(body.clone()))
-            .unwrap();
+        let request = posted("/auth/token", content_type, body.clone());
         let (status, answer) = app.send(request).await;
         assert_eq!(
             (status, answer["error"]["code"].as_str()),
@@ -719,10 +718,7 @@ async fn concurrent_guesses_cannot_pass_the_throttle() {
             let router = app.router.clone();
             tokio::spawn(async move {
                 let body = json!({ "username": USER, "password": format!("guess {i}") });
-                let request = Request::post("/auth/authorize")
-                    .header("content-type", "application/json")
-                    .body(Body::from(body.to_string()))
-                    .unwrap();
+                let request = posted("/auth/authorize", "application/json", body.to_string());
                 router.oneshot(request).await.unwrap().status()
             })
         })
@@ -918,10 +914,7 @@ async fn an_auth_body_that_does_not_arrive_is_408() {
         (sender, Body::from_stream(stream))
     };
     sender.try_send(Ok(b"{\"username\":".to_vec())).unwrap();
-    let request = Request::post("/auth/authorize")
-        .header("content-type", "application/json")
-        .body(body)
-        .unwrap();
+    let request = posted("/auth/authorize", "application/json", body);
     let started = tokio::time::Instant::now();
     // Bounded, so that a missing timeout fails the test instead of hanging it.
     let answer = tokio::time::timeout(Duration::from_secs(11), app.send(request)).await;
@@ -953,12 +946,11 @@ async fn a_code_is_url_safe_and_survives_an_unencoded_form() {
         "{code}"
     );
     // As `curl -d "code=$CODE&grant_type=authorization_code"` sends it: not encoded.
-    let request = Request::post("/auth/token")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(format!(
-            "code={code}&grant_type=authorization_code"
-        )))
-        .unwrap();
+    let request = posted(
+        "/auth/token",
+        "application/x-www-form-urlencoded",
+        format!("code={code}&grant_type=authorization_code"),
+    );
     let (status, body) = app.send(request).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
@@ -968,10 +960,11 @@ async fn a_token_request_sent_as_json_but_labelled_a_form_is_read_as_json() {
     let app = test_app();
     let code = app.code().await;
     let body = json!({ "code": code, "grant_type": "authorization_code" });
-    let request = Request::post("/auth/token")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Body::from(body.to_string()))
-        .unwrap();
+    let request = posted(
+        "/auth/token",
+        "application/x-www-form-urlencoded",
+        body.to_string(),
+    );
     let (status, body) = app.send(request).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["token_type"], "Bearer");
