@@ -188,9 +188,13 @@ fn verify_now<Sch: Scheme>(
     }
     // No time has passed since the header was checked: `now` still holds. The record is made
     // before the MAC for the store's hint; a refusal of it still comes after the MAC's.
-    let record = scheme.replay_record(&claim, now);
-    if let Ok(Some(record)) = &record {
-        hint_replay_store(config.replay_store.get(), record);
+    // The store is fetched once, and only for a record: a scheme that records nothing never
+    // builds the default store.
+    let record = scheme
+        .replay_record(&claim, now)
+        .map(|record| record.map(|record| (record, config.replay_store.get())));
+    if let Ok(Some((record, store))) = &record {
+        hint_replay_store(*store, record);
     }
     let mut body = VerifiedBody::default();
     let form = match scheme.verify(&claim, &secret, &parts, &mut body) {
@@ -198,7 +202,7 @@ fn verify_now<Sch: Scheme>(
         Err(rejection) => return Now::Refused(rejection),
     };
     let recorded = match record {
-        Ok(Some(record)) => guarded_now(|| config.replay_store.get().record_now(&record))
+        Ok(Some((record, store))) => guarded_now(|| store.record_now(&record))
             .map(|outcome| record_outcome(outcome).and_then(|()| still_in_window(config, &claim))),
         Ok(None) => Some(Ok(())),
         Err(rejection) => Some(Err(rejection)),
