@@ -75,7 +75,8 @@ type Schemes = OneOf<ArmorPsk, DateHmac>;
 struct Directory {
     key_store: Box<dyn KeyStore>,
     date_key_store: Box<dyn KeyStore>,
-    key_accounts: KeyAccounts,
+    /// The accounts of each key; `None` for the layer's default, any account for every key.
+    key_accounts: Option<KeyAccounts>,
     users: Users,
     file: Option<FileKeyStore>,
     demo: Option<Demo>,
@@ -94,7 +95,9 @@ fn open_file(path: PathBuf) -> Result<Directory, Fatal> {
     Ok(Directory {
         key_store: Box::new(store.clone()),
         date_key_store: Box::new(store.for_scheme(armor_psk::date_hmac::SCHEME_NAME)),
-        key_accounts: Box::new(move |key| accounts.accounts(key.key_id(), key.scheme())),
+        key_accounts: Some(Box::new(move |key| {
+            accounts.accounts(key.key_id(), key.scheme())
+        })),
         users,
         file: Some(store),
         demo: None,
@@ -117,7 +120,7 @@ fn make_demo() -> Result<Directory, Fatal> {
     Ok(Directory {
         key_store: Box::new(keys.clone()),
         date_key_store: Box::new(keys),
-        key_accounts: Box::new(|_| Some(Arc::from([]))),
+        key_accounts: None,
         users: [user].into_iter().collect(),
         file: None,
         demo: Some(Demo {
@@ -142,8 +145,10 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         ArmorPsk::new(directory.key_store),
         DateHmac::new(directory.date_key_store),
     ));
-    let auth =
-        ArmorAuthLayer::new(psk.clone(), sessions.clone()).key_accounts(directory.key_accounts);
+    let mut auth = ArmorAuthLayer::new(psk.clone(), sessions.clone());
+    if let Some(key_accounts) = directory.key_accounts {
+        auth = auth.key_accounts(key_accounts);
+    }
     let metrics = Metrics::default();
 
     let mut api = Router::new()
