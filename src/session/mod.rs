@@ -74,7 +74,7 @@ pub struct Sessions {
 
 struct Inner {
     users: RwLock<Arc<Users>>,
-    store: Arc<dyn SessionStore>,
+    store: store::DigestKeys,
     clock: Arc<dyn Clock>,
     throttle: Throttle,
     password_checks: PasswordChecks,
@@ -221,7 +221,7 @@ impl SessionsBuilder {
         Sessions {
             inner: Arc::new(Inner {
                 users: RwLock::new(Arc::new(self.users)),
-                store: Arc::new(store::DigestKeys(self.store)),
+                store: store::DigestKeys(self.store),
                 clock: self.clock,
                 throttle: Throttle::new(self.max_failures, self.throttle_period_secs),
                 password_checks: PasswordChecks::new(self.max_waiting_sign_ins),

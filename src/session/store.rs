@@ -111,7 +111,8 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 /// The store as [`Sessions`](super::Sessions) uses it: every code and token passes through
-/// [`store_key`] on its way in.
+/// [`store_key`] on its way in. Not a [`SessionStore`] itself, so that a call costs one
+/// dynamic call and one boxed future, the store's.
 pub(crate) struct DigestKeys(pub(crate) Arc<dyn SessionStore>);
 
 /// What a store is given for a code or token: its SHA-256, in URL-safe base64. A code or token
@@ -120,9 +121,8 @@ fn store_key(secret: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
 }
 
-#[async_trait]
-impl SessionStore for DigestKeys {
-    async fn insert_code(
+impl DigestKeys {
+    pub(crate) async fn insert_code(
         &self,
         code: &str,
         grant: CodeGrant,
@@ -131,7 +131,7 @@ impl SessionStore for DigestKeys {
         self.0.insert_code(&store_key(code), grant, now).await
     }
 
-    async fn redeem_code(
+    pub(crate) async fn redeem_code(
         &self,
         code: &str,
         now: i64,
@@ -139,7 +139,7 @@ impl SessionStore for DigestKeys {
         self.0.redeem_code(&store_key(code), now).await
     }
 
-    async fn insert_session(
+    pub(crate) async fn insert_session(
         &self,
         token: &str,
         session: SessionRecord,
@@ -148,7 +148,7 @@ impl SessionStore for DigestKeys {
         self.0.insert_session(&store_key(token), session, now).await
     }
 
-    async fn session(
+    pub(crate) async fn session(
         &self,
         token: &str,
         now: i64,
@@ -156,15 +156,14 @@ impl SessionStore for DigestKeys {
         self.0.session(&store_key(token), now).await
     }
 
-    async fn extend_session(
+    pub(crate) async fn extend_session(
         &self,
         token: &str,
         expires_at: i64,
         now: i64,
     ) -> Result<Option<SessionRecord>, SessionStoreError> {
-        self.0
-            .extend_session(&store_key(token), expires_at, now)
-            .await
+        let key = store_key(token);
+        self.0.extend_session(&key, expires_at, now).await
     }
 }
 
