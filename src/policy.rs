@@ -283,15 +283,15 @@ fn same_literal(literal: &str, part: &str) -> bool {
     literal.chars().map(fold).eq(part.chars().map(fold))
 }
 
-/// HTTP methods are case-sensitive, but a router that matches them without regard to case
-/// (ASP.NET Core does) would hand `put /users/12` to the `PUT` handler: matching errs on the
-/// side of denying.
 /// Whether a rule for `rule_method` holds for a request of `method` (a `GET` rule for `HEAD`).
 fn covers(rule_method: &Method, method: &Method) -> bool {
     same_method(rule_method, method)
         || (same_method(method, &Method::HEAD) && same_method(rule_method, &Method::GET))
 }
 
+/// HTTP methods are case-sensitive, but a router that matches them without regard to case
+/// (ASP.NET Core does) would hand `put /users/12` to the `PUT` handler: matching errs on the
+/// side of denying.
 fn same_method(a: &Method, b: &Method) -> bool {
     a.as_str().eq_ignore_ascii_case(b.as_str())
 }
@@ -358,10 +358,16 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
 /// reading does.
 fn readings<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<Vec<&'s str>> {
     const SEPARATORS: [&[char]; 4] = [&[], &['\\'], &['/'], &['\\', '/']];
-    let holds = |separator: &char| as_sent.iter().any(|segment| segment.contains(*separator));
+    // Each character looked for once, for all four ways of splitting.
+    let holds = |separator| as_sent.iter().any(|segment| segment.contains(separator));
+    let (backslash, slash) = (holds('\\'), holds('/'));
     SEPARATORS
         .iter()
-        .filter(|separators| separators.iter().all(holds))
+        .filter(|separators| {
+            separators
+                .iter()
+                .all(|separator| if *separator == '/' { slash } else { backslash })
+        })
         .flat_map(|separators| {
             let split: Vec<&'s str> = as_sent
                 .iter()
