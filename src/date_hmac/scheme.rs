@@ -72,6 +72,18 @@ impl DateHmac {
         self.max_skew_secs = skew.as_secs();
         self
     }
+
+    /// Refuses a `Date` more than the maximum age behind `now` or the skew ahead of it.
+    fn check_date(&self, date_unix: i64, now: i64) -> Result<(), Rejection> {
+        // Compared as unsigned: a limit over i64::MAX (`Duration::MAX`) must not wrap.
+        let beyond = |distance: i64, limit: u64| u64::try_from(distance).is_ok_and(|d| d > limit);
+        let too_old = beyond(now.saturating_sub(date_unix), self.max_age_secs);
+        let too_new = beyond(date_unix.saturating_sub(now), self.max_skew_secs);
+        if too_old || too_new {
+            return Err(date_diff(now));
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for DateHmac {
@@ -111,20 +123,6 @@ fn date_diff(now: i64) -> Rejection {
     refuse(DateHmacError::DateHeaderDiff {
         server_date: http_date(now).unwrap_or_default(),
     })
-}
-
-impl DateHmac {
-    /// Refuses a `Date` more than the maximum age behind `now` or the skew ahead of it.
-    fn check_date(&self, date_unix: i64, now: i64) -> Result<(), Rejection> {
-        // Compared as unsigned: a limit over i64::MAX (`Duration::MAX`) must not wrap.
-        let beyond = |distance: i64, limit: u64| u64::try_from(distance).is_ok_and(|d| d > limit);
-        let too_old = beyond(now.saturating_sub(date_unix), self.max_age_secs);
-        let too_new = beyond(date_unix.saturating_sub(now), self.max_skew_secs);
-        if too_old || too_new {
-            return Err(date_diff(now));
-        }
-        Ok(())
-    }
 }
 
 impl Scheme for DateHmac {
