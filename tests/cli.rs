@@ -99,9 +99,8 @@ impl Server {
     /// bytes.
     #[cfg(target_os = "linux")]
     fn memory(&self, field: &str) -> usize {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|line| line.starts_with(field)).unwrap();
-        let kib: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let value = proc_status(&self.child, field).expect("the field is there");
+        let kib: usize = value.split_whitespace().next().unwrap().parse().unwrap();
         kib * 1024
     }
 
@@ -636,13 +635,34 @@ async fn sighup_reloads_the_keys_file_and_a_broken_file_keeps_the_old_keys() {
 
 /// Whether `child` has a handler for SIGHUP (signal 1: the lowest bit of its caught mask).
 fn catches_hangup(child: &Child) -> bool {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("SigCgt:"))
+    proc_status(child, "SigCgt:")
         .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
         .is_some_and(|mask| mask & 1 != 0)
+}
+
+/// What follows `field` (`VmRSS:`, `SigCgt:`) in the child's `/proc/<pid>/status`, if it is
+/// there (Linux).
+fn proc_status(child: &Child, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .map(|value| value.trim().to_owned())
+}
+
+/// The child's exit status, once it has exited; a panic if it is still running after `limit`.
+fn exit_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn hang_up(child: &Child) {
@@ -668,17 +688,7 @@ async fn sigint_and_sigterm_shut_the_server_down_gracefully() {
             StatusCode::OK
         );
         send_signal(&server.child, signal);
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "still running 10 s after SIG{signal}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = exit_within(&mut server.child, Duration::from_secs(10));
         assert!(status.success(), "SIG{signal}: {status}");
         // Its stderr is read on another thread, to its end.
         let started = std::time::Instant::now();
@@ -791,14 +801,7 @@ fn exited_within(command: &mut Command, limit: Duration) -> std::process::Output
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > limit {
-            child.kill().unwrap();
-            panic!("still running after {limit:?}: {command:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    exit_within(&mut child, limit);
     child.wait_with_output().unwrap()
 }
 
