@@ -54,7 +54,15 @@ pub enum SignError {
     Credential(#[from] MalformedCredential),
     /// The request body could not be read.
     #[error("cannot sign: the request body could not be read: {0}")]
-    Body(Box<dyn std::error::Error + Send + Sync>),
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The path is neither an absolute path (`/accounts/2`) nor an `http` or `https` URL, so
+    /// what the server signs cannot be known. Holds the path as given.
+    #[error("cannot sign: {0:?} is neither a path starting with '/' nor an http(s) URL")]
+    Path(String),
+    /// The request body ends with trailers, which [`SignRequestLayer`] cannot send on: the
+    /// inner service is given a [`Full`] body.
+    #[error("cannot sign: the request body has trailers, which SignRequestLayer cannot send")]
+    Trailers,
 }
 
 impl Signer {
@@ -104,7 +112,26 @@ impl Signer {
     }
 
     /// The `Authorization` value for a request, with a fresh nonce and the current time.
-    /// `path` may carry a query string; only the part before `?` is signed.
+    ///
+    /// `path` is the request's path, which may carry a query string (only the part before `?`
+    /// is signed, as the server does), or its whole `http` or `https` URL, of which the path
+    /// is signed. Anything else (`accounts/2`, an empty string) is refused with
+    /// [`SignError::Path`]: the server would sign another path, and answer `bad_signature`.
+    ///
+    /// ```
+    /// use armor_psk::Signer;
+    /// use http::Method;
+    ///
+    /// let signer = Signer::new("key-1", "secret")?;
+    /// let url = "https://api.armor.com/accounts/2?page=1";
+    /// let (path, nonce, time) = ("/accounts/2", "n-1", 1_528_140_529);
+    /// assert_eq!(
+    ///     signer.authorization_with(&Method::GET, url, b"", nonce, time)?,
+    ///     signer.authorization_with(&Method::GET, path, b"", nonce, time)?,
+    /// );
+    /// assert!(signer.authorization(&Method::GET, "accounts/2", b"").is_err());
+    /// # Ok::<(), armor_psk::SignError>(())
+    /// ```
     pub fn authorization(
         &self,
         method: &Method,
@@ -115,7 +142,8 @@ impl Signer {
         self.authorization_with(method, path, body, &nonce, self.clock.now_unix())
     }
 
-    /// The `Authorization` value for a request with the given nonce and timestamp.
+    /// The `Authorization` value for a request with the given nonce and timestamp; `path` as
+    /// for [`Signer::authorization`].
     pub fn authorization_with(
         &self,
         method: &Method,
@@ -124,9 +152,10 @@ impl Signer {
         nonce: &str,
         timestamp: i64,
     ) -> Result<HeaderValue, SignError> {
-        self.authorization_chunks(method, path, &[body], nonce, timestamp)
+        self.authorization_chunks(method, signed_path(path)?, &[body], nonce, timestamp)
     }
 
+    /// The header for a request to `path`, exactly as signed.
     fn authorization_chunks<B: AsRef<[u8]>>(
         &self,
         method: &Method,
@@ -135,7 +164,6 @@ impl Signer {
         nonce: &str,
         timestamp: i64,
     ) -> Result<HeaderValue, SignError> {
-        let path = path.split_once('?').map_or(path, |(path, _query)| path);
         let has_body = body.iter().any(|chunk| !chunk.as_ref().is_empty());
         let form = if has_body {
             self.body_form
@@ -171,14 +199,43 @@ impl Signer {
         chunks: &[C],
     ) -> Result<HeaderValue, SignError> {
         let nonce = (self.nonces)();
-        let path = request.uri().path();
+        // The path as it goes on the wire, without its query.
         self.authorization_chunks(
             request.method(),
-            path,
+            request.uri().path(),
             chunks,
             &nonce,
             self.clock.now_unix(),
         )
+    }
+}
+
+/// The part of `path` the server signs: the path of an origin-form target (before its query,
+/// or a fragment, which is never sent) or of an `http(s)` URL.
+fn signed_path(path: &str) -> Result<&str, SignError> {
+    let before_query = |target: &str| target.find(['?', '#']).unwrap_or(target.len());
+    if path.starts_with('/') {
+        return Ok(&path[..before_query(path)]);
+    }
+    let after_scheme = ["http://", "https://"].iter().find_map(|scheme| {
+        let head = path.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &path[scheme.len()..])
+    });
+    let Some(rest) = after_scheme else {
+        return Err(SignError::Path(path.to_owned()));
+    };
+    // The authority runs to the first `/`, `?` or `#`; a URL without a path is sent, and
+    // signed, as `/`.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if authority_end == 0 {
+        return Err(SignError::Path(path.to_owned()));
+    }
+    let target = &rest[authority_end..];
+    if target.starts_with('/') {
+        Ok(&target[..before_query(target)])
+    } else {
+        Ok("/")
     }
 }
 
@@ -195,7 +252,12 @@ impl fmt::Debug for Signer {
 /// Signs every request of a tower client with a [`Signer`].
 ///
 /// The body is read into memory to be signed (the signature goes in a header, ahead of the
-/// body), then sent on as a [`Full`] body: the layer holds as much memory as the body.
+/// body), then sent on as a [`Full`] body: the layer holds as much memory as the body. A body
+/// that ends with trailers is refused ([`SignError::Trailers`]) rather than sent without them.
+///
+/// The inner service was made ready before the body is read, and stays reserved for this
+/// request until the whole body has arrived: put a concurrency limit or a `Buffer` outside this
+/// layer, not inside it, or a slow upload holds a permit all along.
 ///
 /// ```
 /// use armor_psk::{SignRequestLayer, Signer};
@@ -283,6 +345,9 @@ where
                 .collect()
                 .await
                 .map_err(|error| SignError::Body(error.into()))?;
+            if collected.trailers().is_some() {
+                return Err(SignError::Trailers.into());
+            }
             let body = collected.to_bytes();
             let mut request = Request::from_parts(parts, Full::new(body.clone()));
             let value = signer.header_for(&request, &[body])?;
@@ -309,6 +374,37 @@ mod tests {
     }
 
     #[test]
+    fn signs_the_path_the_server_sees() {
+        let signer = Signer::new("key", "secret").unwrap();
+        let header = |path: &str| signer.authorization_with(&Method::GET, path, b"", "n", 100);
+        for (given, sent) in [
+            ("/a/b#top", "/a/b"),
+            ("https://api.armor.com/a/b?x=1", "/a/b"),
+            ("HTTP://127.0.0.1:8080/a/b", "/a/b"),
+            ("http://h", "/"),
+            ("http://h?x=1", "/"),
+            ("http://h#f", "/"),
+            ("http://h/%7Ea", "/%7Ea"),
+        ] {
+            assert_eq!(header(given).unwrap(), header(sent).unwrap(), "{given}");
+        }
+        for refused in [
+            "",
+            "a/b",
+            "accounts/2",
+            "ftp://h/a",
+            "http://",
+            "http:///a",
+            "*",
+        ] {
+            assert!(
+                matches!(header(refused), Err(SignError::Path(ref path)) if path == refused),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_bad_key_ids_and_nonces() {
         assert!(Signer::new("a:b", "s").is_err());
         assert!(Signer::new("", "s").is_err());
@@ -316,6 +412,63 @@ mod tests {
             .unwrap()
             .nonce_source(|| "a:b".into());
         assert!(signer.authorization(&Method::GET, "/", b"").is_err());
+    }
+
+    /// What a [`SignRequest`] around an echo of the signed request answers for `body`.
+    fn sign_through<B>(body: B) -> Result<Request<Full<Bytes>>, BoxError>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let echo = tower::service_fn(|request: Request<Full<Bytes>>| async move {
+            Ok::<_, std::convert::Infallible>(request)
+        });
+        let signer = Signer::new("key", "secret").unwrap();
+        let service = SignRequestLayer::new(signer).layer(echo);
+        let request = Request::post("/x").body(body).unwrap();
+        let answer = tower::ServiceExt::oneshot(service, request);
+        futures_util::FutureExt::now_or_never(answer).expect("ready at once")
+    }
+
+    #[test]
+    fn the_layer_refuses_trailers_rather_than_dropping_them() {
+        use http_body::Frame;
+        let frames = |trailers: bool| {
+            let mut frames = vec![Ok::<_, std::io::Error>(Frame::data(Bytes::from("x")))];
+            if trailers {
+                let mut map = http::HeaderMap::new();
+                map.insert("x-checksum", HeaderValue::from_static("1"));
+                frames.push(Ok(Frame::trailers(map)));
+            }
+            http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+        };
+        let signed = sign_through(frames(false)).unwrap();
+        assert!(signed.headers().contains_key(AUTHORIZATION));
+        let refused = sign_through(frames(true)).unwrap_err();
+        assert!(
+            matches!(refused.downcast_ref(), Some(SignError::Trailers)),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_body_error_is_the_sign_errors_source() {
+        let failing = http_body_util::StreamBody::new(futures_util::stream::iter([Err::<
+            http_body::Frame<Bytes>,
+            _,
+        >(
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+        )]));
+        let refused = sign_through(failing).unwrap_err();
+        let Some(body @ SignError::Body(_)) = refused.downcast_ref::<SignError>() else {
+            panic!("{refused}");
+        };
+        let source = std::error::Error::source(body).expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the body's error");
+        assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
     }
 
     #[test]
