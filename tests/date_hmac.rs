@@ -241,8 +241,18 @@ async fn the_signer_signs_what_the_verifier_accepts() {
         );
     }
     let mut request = Request::get("/x").body(Body::empty()).unwrap();
-    signer.sign(&mut request);
+    signer.sign(&mut request).unwrap();
     assert_eq!(request.headers()["date"], "Tue, 14 Nov 2023 22:13:20 GMT");
+    // A clock no HTTP date can carry (milliseconds) is refused, and nothing is set.
+    let millis = DateHmacSigner::new("key-1", KEY)
+        .unwrap()
+        .clock(ManualClock::new(1_700_000_000_000));
+    let mut unsigned = Request::get("/x").body(Body::empty()).unwrap();
+    assert_eq!(
+        millis.sign(&mut unsigned),
+        Err(armor_psk::date_hmac::UndatableClock(1_700_000_000_000))
+    );
+    assert!(unsigned.headers().is_empty());
     assert!(request.headers()["authorization"].is_sensitive());
     assert_eq!(send(&app, request).await.0, StatusCode::OK);
 }

@@ -23,4 +23,4 @@ pub use credential::{
     TAG_LEN,
 };
 pub use scheme::{DateHmac, DateHmacClaim, DEFAULT_MAX_AGE, DEFAULT_MAX_SKEW, SCHEME_NAME};
-pub use signer::{DateHmacSigner, UnsendableApiKey};
+pub use signer::{DateHmacSigner, UndatableClock, UnsendableApiKey};

@@ -32,6 +32,12 @@ pub struct DateHmacSigner {
 #[error("cannot sign: an API key must be visible ASCII characters without '\"' or ','")]
 pub struct UnsendableApiKey;
 
+/// The clock read a time no HTTP date can carry (outside the years 1 to 9999: a clock that
+/// counts milliseconds, say). Holds the reading, in what the clock calls seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot sign: the clock reads {0} s since 1970, which no HTTP date can carry")]
+pub struct UndatableClock(pub i64);
+
 impl DateHmacSigner {
     /// A signer for `api_key` with the shared `key` (its UTF-8 bytes key the HMAC). Fails for
     /// an API key the header cannot carry (see [`UnsendableApiKey`]).
@@ -76,14 +82,17 @@ impl DateHmacSigner {
         value
     }
 
-    /// Sets the request's `Date` (now) and `Authorization`.
-    pub fn sign<B>(&self, request: &mut Request<B>) {
-        let date = http_date(self.clock.now_unix()).unwrap_or_default();
+    /// Sets the request's `Date` (now) and `Authorization`. Fails, leaving the request as it
+    /// was, when the clock reads a time an HTTP date cannot carry.
+    pub fn sign<B>(&self, request: &mut Request<B>) -> Result<(), UndatableClock> {
+        let now = self.clock.now_unix();
+        let date = http_date(now).ok_or(UndatableClock(now))?;
         let authorization = self.authorization(&date);
-        if let Ok(date) = HeaderValue::try_from(date) {
-            request.headers_mut().insert(DATE, date);
-        }
+        // An IMF-fixdate is visible ASCII: the error is never taken.
+        let date = HeaderValue::try_from(date).map_err(|_| UndatableClock(now))?;
+        request.headers_mut().insert(DATE, date);
         request.headers_mut().insert(AUTHORIZATION, authorization);
+        Ok(())
     }
 }
 

@@ -287,7 +287,8 @@ mod tests {
             .unwrap();
         crate::date_hmac::DateHmacSigner::new("key-1", "secret")
             .unwrap()
-            .sign(&mut request);
+            .sign(&mut request)
+            .unwrap();
         let response = tower::ServiceExt::oneshot(service, request);
         let response = futures_util::FutureExt::now_or_never(response).expect("ready at once");
         assert_eq!(response.unwrap().status(), http::StatusCode::OK);
