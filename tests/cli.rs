@@ -245,7 +245,8 @@ fn date_signed(key_id: &str) -> Vec<(&'static str, String)> {
     let mut dated = axum::http::Request::new(());
     armor_psk::date_hmac::DateHmacSigner::new(key_id, SECRET)
         .unwrap()
-        .sign(&mut dated);
+        .sign(&mut dated)
+        .unwrap();
     ["date", "authorization"]
         .into_iter()
         .map(|name| (name, dated.headers()[name].to_str().unwrap().to_owned()))
@@ -1139,6 +1140,15 @@ fn keygen_sign_and_hash_password() {
     let output = sign(&["--curl", "GET|id", "http://h/"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty());
+    // A HEAD goes by curl's -I: with -X HEAD, curl waits for the body the answer announces.
+    let output = sign(&["--curl", "head", "http://h/me"]);
+    assert!(output.status.success());
+    let command = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        command.starts_with("curl -sS -g --path-as-is -I 'http://h/me' "),
+        "{command}"
+    );
+    assert!(!command.contains("-X"), "{command}");
     // A path that is not ASCII would be sent percent-encoded, not as signed.
     let output = sign(&["GET", "http://h/\u{e9}"]);
     assert_eq!(output.status.code(), Some(2));

@@ -72,16 +72,16 @@ pub enum MalformedCredential {
     /// The parameters are not exactly four `:`-separated fields.
     #[error("expected exactly four ':'-separated fields (keyId:signature:nonce:timestamp)")]
     FieldCount,
-    /// The key id is empty, too long, or holds a character that is not visible ASCII.
-    #[error("the key id must be 1 to 256 visible ASCII characters")]
+    /// The key id is empty, too long, or holds a character that is not visible ASCII, or a `:`.
+    #[error("the key id must be 1 to 256 visible ASCII characters, without ':'")]
     KeyId,
     /// The signature is not the canonical padded base64 encoding of 64 bytes.
     #[error(
         "the signature must be the padded standard base64 encoding of 64 bytes (88 characters)"
     )]
     Signature,
-    /// The nonce is empty, too long, or holds a character that is not visible ASCII.
-    #[error("the nonce must be 1 to 128 visible ASCII characters")]
+    /// The nonce is empty, too long, or holds a character that is not visible ASCII, or a `:`.
+    #[error("the nonce must be 1 to 128 visible ASCII characters, without ':'")]
     Nonce,
     /// The timestamp is not plain decimal digits without a leading zero that fit in an `i64`.
     #[error("the timestamp must be Unix seconds as plain decimal digits with no leading zero")]

@@ -113,7 +113,7 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
             ));
         }
         let mut request = http::Request::new(());
-        DateHmacSigner::new(args.key_id, secret.as_str())?.sign(&mut request);
+        DateHmacSigner::new(args.key_id, secret.as_str())?.sign(&mut request)?;
         let header = |name: http::header::HeaderName| -> Result<String, Fatal> {
             let value = request.headers().get(&name);
             let value = value.ok_or_else(|| Fatal(format!("no {name} header")))?;
@@ -152,9 +152,14 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
         return Ok(());
     }
     // --path-as-is: curl would otherwise resolve `.` and `..` segments, and send another path
-    // than the one signed; -g: it would expand `[1-3]` and `{a,b}` in the URL.
+    // than the one signed; -g: it would expand `[1-3]` and `{a,b}` in the URL. A HEAD goes
+    // by -I: with `-X HEAD` curl waits for the body the answer's Content-Length announces.
+    let method = match method {
+        Method::HEAD => "-I".to_owned(),
+        method => format!("-X {method}"),
+    };
     let mut command = format!(
-        "curl -sS -g --path-as-is -X {method} {}",
+        "curl -sS -g --path-as-is {method} {}",
         shell_quote(&args.url)
     );
     for (name, value) in &headers {
