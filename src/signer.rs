@@ -55,6 +55,10 @@ pub enum SignError {
     /// The request body could not be read.
     #[error("cannot sign: the request body could not be read: {0}")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The secret is empty: an HMAC keyed by nothing is one anyone can compute, and verifiers
+    /// refuse it.
+    #[error("cannot sign: the secret is empty")]
+    EmptySecret,
     /// The path is neither an absolute path (`/accounts/2`) nor an `http` or `https` URL, so
     /// what the server signs cannot be known. Holds the path as given.
     #[error("cannot sign: {0:?} is neither a path starting with '/' nor an http(s) URL")]
@@ -67,13 +71,17 @@ pub enum SignError {
 
 impl Signer {
     /// A signer for `key_id` with `secret` (its UTF-8 bytes key the HMAC). Fails when the key
-    /// id is not 1 to 256 visible ASCII characters without `:`.
+    /// id is not 1 to 256 visible ASCII characters without `:`, or the secret is empty.
     pub fn new(key_id: impl Into<String>, secret: impl Into<Secret>) -> Result<Self, SignError> {
         let key_id = key_id.into();
         Credential::new(&key_id, [0; 64], "n", 0)?;
+        let secret = secret.into();
+        if secret.expose_bytes().is_empty() {
+            return Err(SignError::EmptySecret);
+        }
         Ok(Signer {
             key_id: key_id.into(),
-            secret: secret.into(),
+            secret,
             body_form: BodyForm::Digest,
             nonces: Arc::new(|| uuid::Uuid::new_v4().to_string()),
             clock: Arc::new(SystemClock),
@@ -408,6 +416,7 @@ mod tests {
     fn refuses_bad_key_ids_and_nonces() {
         assert!(Signer::new("a:b", "s").is_err());
         assert!(Signer::new("", "s").is_err());
+        assert!(matches!(Signer::new("k", ""), Err(SignError::EmptySecret)));
         let signer = Signer::new("key", "s")
             .unwrap()
             .nonce_source(|| "a:b".into());

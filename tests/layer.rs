@@ -641,6 +641,27 @@ async fn a_key_store_that_is_down_gives_503() {
 }
 
 #[tokio::test]
+async fn a_key_store_that_answers_an_empty_secret_gives_503() {
+    use armor_psk::psk::{Credential, HmacSha512, SigningString};
+    use hmac::Mac;
+    // What anyone can compute for a key whose secret is empty.
+    let unkeyed = <HmacSha512 as Mac>::new_from_slice(b"").unwrap();
+    let signing = SigningString {
+        key_id: "k",
+        method: "GET",
+        path: "/accounts/2",
+        nonce: "n",
+        timestamp: NOW,
+    };
+    let mac = signing.sign(&unkeyed, BodyForm::Empty, &[b""]);
+    let header = Credential::new("k", mac, "n", NOW).unwrap().to_string();
+    let keys = MemoryKeyStore::builder().key("k", "").build();
+    let app = router(VerifyPskLayer::new(keys).clock(ManualClock::new(NOW)));
+    let request = with_header("/accounts/2", HeaderValue::try_from(header).unwrap());
+    expect_refusal(&app, request, 503, "key_store_unavailable").await;
+}
+
+#[tokio::test]
 async fn a_full_nonce_store_gives_503_and_keeps_what_it_holds() {
     let clock = ManualClock::new(NOW);
     let store = MokaReplayStore::builder().capacity(4).build();

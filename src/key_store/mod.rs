@@ -42,7 +42,9 @@ pub use secret::Secret;
 /// `Ok(None)` means the key is unknown (or revoked or disabled): the request gets the scheme's
 /// refusal of an unknown key (401 `unknown_key` for ARMOR-PSK, 400 `invalid_api_key` for
 /// date-hmac). `Err` means the store could not answer: the request gets 503
-/// `key_store_unavailable`, and the error is logged (it must not hold a secret).
+/// `key_store_unavailable`, and the error is logged (it must not hold a secret). So does an
+/// empty secret: an HMAC keyed by nothing is one anyone can compute, so a store that answers
+/// one (a secret read from a variable that is set but empty, say) is taken as failing.
 #[async_trait]
 pub trait KeyStore: Send + Sync + 'static {
     /// The secret of `key_id`, or `None` when there is no such active key.

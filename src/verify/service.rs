@@ -409,7 +409,12 @@ fn secret_or_refusal<Sch: Scheme>(
     lookup: Result<Result<Option<Secret>, KeyStoreError>, StoreFault>,
 ) -> Result<Secret, Rejection> {
     let failure = match lookup {
-        Ok(Ok(Some(secret))) => return Ok(secret),
+        Ok(Ok(Some(secret))) if !secret.expose_bytes().is_empty() => return Ok(secret),
+        // An HMAC keyed by nothing is one anyone can compute: a store fault (a secret from an
+        // unset variable, say), not a key.
+        Ok(Ok(Some(_))) => Ok(KeyStoreError::new(
+            "the store answered an empty secret, which anyone could sign with",
+        )),
         Ok(Ok(None)) => return Err(config.scheme.unknown_key(claim)),
         Ok(Err(error)) => Ok(error),
         Err(fault) => Err(fault),
