@@ -767,12 +767,16 @@ fn a_missing_or_malformed_keys_file_is_one_line_and_exit_2() {
     )
     .unwrap();
     let missing = dir.path().join("missing.toml");
+    // Caught while it was being rewritten: it would start the server with no keys.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
     for path in [
         &broken,
         &bad_hash,
         &hash_of_wrong_type,
         &misspelt_table,
         &missing,
+        &empty,
     ] {
         let output = exited_within(
             Command::new(BIN)

@@ -36,6 +36,9 @@ use crate::psk::MAX_KEY_ID_LEN;
 ///
 /// Other top-level tables are ignored, so the file can carry settings of other tools; inside a
 /// `[[keys]]` table an unknown field is an error (a misspelt `disabled` must not pass unnoticed).
+/// A file that holds nothing at all (empty, or only comments) is refused: it is most likely one
+/// caught while it was being written, and a reload of it would revoke every key. Change the
+/// file by writing a new one and renaming it into place.
 /// Key ids must be unique, 1 to 256 visible ASCII characters without `:`; secrets must not be
 /// empty, nor an `accounts` list (a key without one may act on every account).
 ///
@@ -104,6 +107,15 @@ pub enum FileKeyStoreError {
         /// What the application's check said.
         message: String,
     },
+    /// The file holds nothing: no `[[keys]]` and no other table. Taken for a file caught while
+    /// it was being written (truncated, then filled), whose load would revoke every key.
+    #[error(
+        "{path}: the keys file is empty (to change it, write a new file and rename it into place)"
+    )]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file parses, but a key in it is not acceptable.
     #[error("{path}: key #{index}: {message}")]
     InvalidKey {
@@ -120,6 +132,9 @@ pub enum FileKeyStoreError {
 struct KeysFile {
     #[serde(default)]
     keys: Vec<KeyEntry>,
+    /// The names of the file's other tables (their values are not kept: they may be secrets).
+    #[serde(flatten)]
+    others: HashMap<String, serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -355,6 +370,11 @@ where
 
 fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
     let file: KeysFile = parse(path, text)?;
+    if file.keys.is_empty() && file.others.is_empty() {
+        return Err(FileKeyStoreError::Empty {
+            path: path.to_owned(),
+        });
+    }
     let mut keys = KeySet::with_capacity_and_hasher(file.keys.len(), KeyHashing::new());
     let mut seen = std::collections::HashSet::new();
     for (position, mut entry) in file.keys.into_iter().enumerate() {
@@ -648,6 +668,30 @@ mod tests {
         }
         let missing = FileKeyStore::open("/nonexistent/keys.toml").unwrap_err();
         assert!(matches!(missing, FileKeyStoreError::Io { .. }));
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_and_a_reload_of_one_keeps_the_keys() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        for empty in ["", "\n  \n", "# being rewritten\n"] {
+            write(&mut file, empty);
+            let refused = FileKeyStore::open(file.path()).err();
+            assert!(
+                matches!(refused, Some(FileKeyStoreError::Empty { .. })),
+                "{empty:?}"
+            );
+        }
+        write(&mut file, "[[keys]]\nid = \"k\"\nsecret = \"s\"\n");
+        let store = FileKeyStore::open(file.path()).unwrap();
+        write(&mut file, "");
+        assert!(matches!(
+            store.reload(),
+            Err(FileKeyStoreError::Empty { .. })
+        ));
+        assert_eq!(store.len(), 1);
+        // A file of other tables alone holds no key, and says so by what it holds.
+        write(&mut file, "[settings]\nlevel = 1\n");
+        assert_eq!(store.reload().unwrap(), 0);
     }
 
     #[test]
