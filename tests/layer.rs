@@ -705,6 +705,44 @@ async fn reloading_the_key_file_takes_effect_at_once() {
 }
 
 #[tokio::test]
+async fn a_key_revoked_while_its_request_body_comes_in_is_refused() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.toml");
+    let keys = |id: &str| format!("[[keys]]\nid = \"{id}\"\nsecret = \"{SECRET}\"\n");
+    std::fs::write(&path, keys(KEY_ID)).unwrap();
+    let store = FileKeyStore::open(&path).unwrap();
+    let app = router(VerifyPskLayer::new(store.clone()).clock(ManualClock::new(NOW)));
+    let header = signer()
+        .authorization_with(&Method::POST, "/x", b"first|last", "n", NOW)
+        .unwrap();
+    // The body's first chunk says that the verifier has looked the key up and is reading; the
+    // rest waits for the key's revocation.
+    let (reading, read_started) = tokio::sync::oneshot::channel::<()>();
+    let (revoked, revocation) = tokio::sync::oneshot::channel::<()>();
+    let first = futures_util::stream::once(async move {
+        let _ = reading.send(());
+        Ok::<_, Infallible>(Bytes::from_static(b"first|"))
+    });
+    let last = futures_util::stream::once(async move {
+        let _ = revocation.await;
+        Ok(Bytes::from_static(b"last"))
+    });
+    let request = http::Request::post("/x")
+        .header("authorization", header)
+        .body(Body::from_stream(first.chain(last)))
+        .unwrap();
+    let answer = tokio::spawn(async move { send(&app, request).await });
+    read_started.await.unwrap();
+    std::fs::write(&path, keys("other")).unwrap();
+    store.reload().unwrap();
+    revoked.send(()).unwrap();
+    let (status, _, body) = answer.await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_key");
+}
+
+#[tokio::test]
 async fn the_rejection_can_be_replaced_and_is_in_the_extensions() {
     let clock = ManualClock::new(NOW);
     let layer = layer(&clock).on_rejection(|rejection: &Rejection| {

@@ -287,6 +287,13 @@ where
     let secret = secret_or_refusal(&config, &claim, lookup)?;
 
     let mut body = read_body(&parts.headers, body, config.body_limit, config.body_timeout).await?;
+    // A key revoked or rotated while the body came in (for up to the body timeout) is asked
+    // for again where the store answers at once. One that must be awaited was asked before
+    // the body, so that no body is read for an unknown key, and is not asked twice.
+    let secret = match guarded_now(|| scheme.key_store(&claim).lookup_now(key_id)) {
+        Some(answer) => secret_or_refusal(&config, &claim, answer)?,
+        None => secret,
+    };
 
     // Only for the hint, which wants the keys alone: the clock of the header's check does.
     // The record itself is made after the MAC, with the clock read again (reading and hashing
