@@ -347,7 +347,10 @@ super::key_store_at_once!(SchemeKeys, find);
 const KNOWN_SCHEMES: [&str; 2] = [DEFAULT_SCHEME, crate::date_hmac::SCHEME_NAME];
 
 fn load(path: &Path) -> Result<KeySet, FileKeyStoreError> {
-    keys_of(path, &read_text(path)?)
+    let (text, access) = read_text(path)?;
+    let keys = keys_of(path, &text)?;
+    access.warn_if_open_to_others(path);
+    Ok(keys)
 }
 
 /// The keys, and the application's tables as `check` makes them, from one read of the file.
@@ -359,12 +362,13 @@ where
     T: serde::de::DeserializeOwned,
     E: fmt::Display,
 {
-    let text = read_text(path)?;
+    let (text, access) = read_text(path)?;
     let keys = keys_of(path, &text)?;
     let tables = check(parse(path, &text)?).map_err(|error| FileKeyStoreError::InvalidTables {
         path: path.to_owned(),
         message: error.to_string(),
     })?;
+    access.warn_if_open_to_others(path);
     Ok((keys, tables))
 }
 
@@ -429,12 +433,55 @@ fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
 }
 
 /// The file's text, zeroed on drop: it holds every secret.
-fn read_text(path: &Path) -> Result<zeroize::Zeroizing<String>, FileKeyStoreError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FileKeyStoreError::Io {
+/// The file's text, and who may read or write it.
+fn read_text(path: &Path) -> Result<(zeroize::Zeroizing<String>, Access), FileKeyStoreError> {
+    use std::io::Read;
+    let io_error = |source| FileKeyStoreError::Io {
         path: path.to_owned(),
         source,
-    })?;
-    Ok(zeroize::Zeroizing::new(text))
+    };
+    let mut file = std::fs::File::open(path).map_err(io_error)?;
+    let access = Access::of(&file);
+    let mut text = zeroize::Zeroizing::new(String::new());
+    file.read_to_string(&mut text).map_err(io_error)?;
+    Ok((text, access))
+}
+
+/// The permission bits of a keys file, where the platform has them.
+struct Access {
+    mode: Option<u32>,
+}
+
+impl Access {
+    fn of(file: &std::fs::File) -> Self {
+        #[cfg(unix)]
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            file.metadata()
+                .ok()
+                .map(|metadata| metadata.permissions().mode() & 0o777)
+        };
+        #[cfg(not(unix))]
+        let mode = {
+            let _ = file;
+            None
+        };
+        Access { mode }
+    }
+
+    /// Logs a warning, for a file that loaded, when users other than its owner may read or
+    /// write it: it holds every secret. (ssh refuses such a private key file; this only says
+    /// so, as a file mounted from a secret store may not be the operator's to change.) A file
+    /// that does not load gets its error alone.
+    fn warn_if_open_to_others(&self, path: &Path) {
+        if let Some(mode) = self.mode.filter(|mode| mode & 0o066 != 0) {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format_args!("{mode:04o}"),
+                "the keys file, which holds every secret, is open to other users: chmod 600 it"
+            );
+        }
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, FileKeyStoreError> {
@@ -668,6 +715,50 @@ mod tests {
         }
         let missing = FileKeyStore::open("/nonexistent/keys.toml").unwrap_err();
         assert!(matches!(missing, FileKeyStoreError::Io { .. }));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_open_to_other_users_is_loaded_with_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write(&mut file, "[[keys]]\nid = \"k\"\nsecret = \"s\"\n");
+        let logged_at = |mode: u32| {
+            std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                let _ = FileKeyStore::open(file.path());
+            });
+            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            text
+        };
+        assert_eq!(logged_at(0o600), "");
+        assert_eq!(logged_at(0o700), "");
+        for open in [0o640, 0o604, 0o620, 0o666] {
+            let text = logged_at(open);
+            assert!(text.contains("WARN"), "{open:o}: {text}");
+            assert!(text.contains(&format!("mode={open:04o}")), "{text}");
+            assert!(text.contains("chmod 600"), "{text}");
+        }
+        // A file that does not load gets its error alone.
+        std::fs::write(file.path(), "[[keys]\n").unwrap();
+        assert_eq!(logged_at(0o644), "");
     }
 
     #[test]
