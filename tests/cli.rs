@@ -358,6 +358,13 @@ async fn serves_both_schemes_the_policy_and_the_echo() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["identity"]["scheme"], "date-hmac");
     assert_eq!(sign_date(&["--nonce", "n"]).status.code(), Some(2));
+    let refused = sign_date(&["--form", "raw"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--form does not apply to date-hmac"),
+        "{stderr}"
+    );
 
     // Only GET /me answers the identity; another method there is echoed (and not told that
     // only GET is allowed).

@@ -26,9 +26,9 @@ pub(crate) struct SignArgs {
     /// a `Date` line too, and signs no method, path or body).
     #[arg(long, default_value = "armor-psk", value_parser = ["armor-psk", "date-hmac"])]
     scheme: String,
-    /// How the body enters the signature (ARMOR-PSK).
-    #[arg(long, default_value = "digest", value_parser = ["digest", "raw", "empty"])]
-    form: String,
+    /// How the body enters the signature (ARMOR-PSK; default: digest).
+    #[arg(long, value_parser = ["digest", "raw", "empty"])]
+    form: Option<String>,
     /// The nonce (ARMOR-PSK; default: a random UUID v4).
     #[arg(long)]
     nonce: Option<String>,
@@ -107,10 +107,15 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
         },
     };
     let headers = if args.scheme == armor_psk::date_hmac::SCHEME_NAME {
-        if args.nonce.is_some() {
-            return Err(Fatal(
-                "--nonce does not apply to date-hmac, which signs only the Date".into(),
-            ));
+        for (flag, given) in [
+            ("--nonce", args.nonce.is_some()),
+            ("--form", args.form.is_some()),
+        ] {
+            if given {
+                return Err(Fatal(format!(
+                    "{flag} does not apply to date-hmac, which signs only the Date"
+                )));
+            }
         }
         let mut request = http::Request::new(());
         DateHmacSigner::new(args.key_id, secret.as_str())?.sign(&mut request)?;
@@ -124,7 +129,7 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
             ("Authorization", header(AUTHORIZATION)?),
         ]
     } else {
-        let form: BodyForm = args.form.parse()?;
+        let form: BodyForm = args.form.as_deref().unwrap_or("digest").parse()?;
         if form == BodyForm::Empty && !body.is_empty() {
             eprintln!(
                 "warning: --form empty signs no body: a server refuses this request \
