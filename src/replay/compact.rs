@@ -722,12 +722,39 @@ impl CompactReplayStoreBuilder {
     }
 
     /// The store.
+    ///
+    /// # Panics
+    ///
+    /// When its table (about 25 bytes an entry, allocated up front) cannot be allocated: a
+    /// capacity of `u64::MAX` as "unlimited", say. [`try_build`](Self::try_build) answers an
+    /// error instead.
     pub fn build(self) -> CompactReplayStore {
+        self.try_build().unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// The store, or an error when its table cannot be allocated (see
+    /// [`build`](Self::build)). A table the allocator grants may still be more than the
+    /// machine holds: it is written through when built.
+    ///
+    /// ```
+    /// use armor_psk::replay::CompactReplayStore;
+    ///
+    /// let unlimited = CompactReplayStore::builder().capacity(u64::MAX).try_build();
+    /// assert!(unlimited.is_err());
+    /// ```
+    pub fn try_build(self) -> Result<CompactReplayStore, TableTooLarge> {
         let shards = shard_count(self.capacity);
         let share = self.capacity.div_ceil(shards as u64);
         let buckets_per_table = buckets_for(share);
+        let too_large = TableTooLarge {
+            capacity: self.capacity,
+        };
+        let len = buckets_per_table
+            .checked_mul(shards)
+            .filter(|len| len.checked_mul(std::mem::size_of::<Bucket>()).is_some())
+            .ok_or(too_large)?;
         // Perhaps longer than asked; only the first `shards * buckets_per_table` are used.
-        let buckets = keys::in_huge_pages(buckets_per_table.saturating_mul(shards));
+        let buckets = keys::in_huge_pages(len).map_err(|_| too_large)?;
         let shards = (0..shards)
             .map(|index| {
                 Padded(Mutex::new(Shard {
@@ -738,7 +765,7 @@ impl CompactReplayStoreBuilder {
                 }))
             })
             .collect();
-        CompactReplayStore {
+        Ok(CompactReplayStore {
             inner: Arc::new(Inner {
                 shards,
                 buckets,
@@ -752,8 +779,19 @@ impl CompactReplayStoreBuilder {
                 swept_all_at: AtomicI64::new(keys::NEVER_RUN),
                 hashing: KeyHashing::new(),
             }),
-        }
+        })
     }
+}
+
+/// A [`CompactReplayStore`]'s table could not be allocated for its capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a compact replay store of {capacity} entries needs a table of about 25 bytes an entry, \
+     which cannot be allocated"
+)]
+pub struct TableTooLarge {
+    /// The capacity asked for.
+    pub capacity: u64,
 }
 
 /// How many shards hold `capacity` entries: one per [`MIN_SHARD_ENTRIES`], at most

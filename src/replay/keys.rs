@@ -116,8 +116,11 @@ pub(super) fn prefetch_line(address: usize) {
 /// `/sys/kernel/mm/transparent_hugepage/enabled`: a collapse would override that); on an error
 /// (an older kernel) the memory is as it would have been. The advice stays on the memory after
 /// it is freed, if the allocator keeps it for other uses.
-pub(super) fn in_huge_pages<T: Default>(len: usize) -> Box<[T]> {
-    let mut values = Vec::with_capacity(len);
+pub(super) fn in_huge_pages<T: Default>(
+    len: usize,
+) -> Result<Box<[T]>, std::collections::TryReserveError> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len)?;
     let advise = cfg!(target_os = "linux") && !transparent_huge_pages_off();
     if advise {
         // Fresh memory takes huge pages as it is first written.
@@ -128,7 +131,7 @@ pub(super) fn in_huge_pages<T: Default>(len: usize) -> Box<[T]> {
         // Memory the allocator had handed out before was written in small pages: moved now.
         madvise_huge_pages(values.as_ptr(), values.len(), Advice::Collapse);
     }
-    values.into_boxed_slice()
+    Ok(values.into_boxed_slice())
 }
 
 #[derive(Clone, Copy)]

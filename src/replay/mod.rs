@@ -23,7 +23,7 @@ mod moka;
 
 use async_trait::async_trait;
 
-pub use self::compact::{CompactReplayStore, CompactReplayStoreBuilder};
+pub use self::compact::{CompactReplayStore, CompactReplayStoreBuilder, TableTooLarge};
 use self::keys::nonce_key;
 pub(crate) use self::keys::LazyNonceKey;
 pub use self::moka::{MokaReplayStore, MokaReplayStoreBuilder};
@@ -164,9 +164,10 @@ pub enum ReplayStoreError {
 
 /// Remembers accepted requests and refuses their replays.
 ///
-/// `record` must be atomic: of any number of concurrent calls for one request, exactly one
-/// returns [`Recorded::Fresh`]. When it returns anything but `Fresh`, nothing of the request
-/// may stay remembered.
+/// `record` must be atomic: of any number of concurrent calls for one request, at most one
+/// returns [`Recorded::Fresh`] (none may, when the store fills meanwhile: a copy refused as a
+/// replay while its original is refused as `Full`). When it returns anything but `Fresh`,
+/// nothing of the request may stay remembered.
 ///
 /// `record`'s future may be dropped before it is done: the verifier drops it when the store
 /// timeout passes (503 `nonce_store_unavailable`), and a request's whole future goes when
