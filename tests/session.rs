@@ -6,7 +6,7 @@ use armor_psk::clock::ManualClock;
 use armor_psk::key_store::MemoryKeyStore;
 use armor_psk::policy::RoutePolicy;
 use armor_psk::session::{
-    hash_password, ArmorAuthLayer, Identity, MokaSessionStore, SessionStore, Sessions, User,
+    hash_password, ArmorAuthLayer, Identity, MokaSessionStore, SessionStore, Sessions, User, Users,
 };
 use armor_psk::{Signer, VerifyPskLayer};
 use axum::body::Body;
@@ -114,6 +114,17 @@ impl TestApp {
         .await
     }
 
+    /// Checks that `token`'s session and `code` no longer work.
+    async fn assert_ended(&self, token: &str, code: &str) {
+        let (status, body) = self.as_user(Method::GET, "/x", token, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let (status, body) = self.redeem(code).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("invalid_grant"))
+        );
+    }
+
     async fn token(&self) -> String {
         let code = self.code().await;
         let (status, body) = self.redeem(&code).await;
@@ -197,13 +208,15 @@ async fn an_optional_identity_is_none_on_an_open_route_and_some_behind_the_layer
     assert_eq!(body, format!("Some({KEY_ID:?})"));
 }
 
-#[tokio::test]
-async fn the_session_store_is_never_given_a_code_or_token_as_issued() {
+/// What the session store is given for a code or token: its SHA-256, in URL-safe base64.
+fn digest(secret: &str) -> String {
     use base64::Engine as _;
     use sha2::Digest as _;
-    let digest = |secret: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(secret))
-    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(secret))
+}
+
+#[tokio::test]
+async fn the_session_store_is_never_given_a_code_or_token_as_issued() {
     let store = MokaSessionStore::default();
     let app = test_app_storing(store.clone());
     let code = app.code().await;
@@ -807,6 +820,42 @@ async fn the_account_context_is_one_plain_integer() {
 }
 
 #[tokio::test]
+async fn a_user_a_reload_leaves_out_stays_signed_out_when_listed_again() {
+    let store = MokaSessionStore::default();
+    let app = test_app_storing(store.clone());
+    let token = app.token().await;
+    let code = app.code().await;
+    let ann = app.sessions.users().get(USER).cloned().unwrap();
+    // A reload that changes nothing of ann's keeps her session.
+    app.sessions.set_users((*app.sessions.users()).clone());
+    assert_eq!(
+        app.as_user(Method::GET, "/x", &token, None).await.0,
+        StatusCode::OK
+    );
+
+    app.sessions.set_users(Users::default());
+    let (status, body) = app.as_user(Method::GET, "/x", &token, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // A reissue is refused, and does not keep the session alive meanwhile.
+    app.clock.advance(60);
+    let (status, _) = app
+        .post_json("/auth/token/reissue", json!({ "token": token }))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let record = store.session(&digest(&token), NOW + 60).await.unwrap();
+    assert_eq!(record.map(|record| record.expires_at), Some(NOW + 900));
+
+    // Listed again, with the same password hash: what was ended stays ended.
+    app.sessions.set_users([ann].into_iter().collect());
+    app.assert_ended(&token, &code).await;
+    let fresh = app.token().await;
+    assert_eq!(
+        app.as_user(Method::GET, "/x", &fresh, None).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn a_new_password_ends_the_sessions_and_codes_of_the_old_one() {
     let app = test_app();
     let token = app.token().await;
@@ -818,14 +867,7 @@ async fn a_new_password_ends_the_sessions_and_codes_of_the_old_one() {
     let new_hash = hash_password("a new password").unwrap();
     let user = User::new(USER, new_hash, vec![42, 43]).unwrap();
     app.sessions.set_users([user].into_iter().collect());
-
-    let (status, body) = app.as_user(Method::GET, "/x", &token, None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    let (status, body) = app.redeem(&code).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (StatusCode::UNAUTHORIZED, Some("invalid_grant"))
-    );
+    app.assert_ended(&token, &code).await;
     let (status, body) = app
         .post_json("/auth/token/reissue", json!({ "token": token }))
         .await;

@@ -114,13 +114,17 @@ impl Sessions {
     }
 
     /// Replaces the users all at once (for a reload). Live sessions and codes of users who are
-    /// no longer listed, or whose password changed, stop working at their next request.
+    /// no longer listed, or whose password changed, stop working at their next request, and
+    /// stay ended: a user listed again later, even with the same password hash, starts afresh
+    /// (see [`User::password_fingerprint`]). A user listed before and after with the same
+    /// password hash keeps their sessions.
     pub fn set_users(&self, users: Users) {
-        *self
+        let mut current = self
             .inner
             .users
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(users);
+            .unwrap_or_else(PoisonError::into_inner);
+        *current = Arc::new(users.succeeding(&current));
     }
 
     pub(crate) fn now(&self) -> i64 {

@@ -336,14 +336,13 @@ async fn reissue(
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: ReissueRequest = read_request(&headers, body, "reissue").await?;
     let now = sessions.now();
-    let record = sessions
-        .inner
-        .store
-        .extend_session(&request.token, now + SESSION_LIFETIME_SECS, now)
+    let store = &sessions.inner.store;
+    let record = store
+        .session(&request.token, now)
         .await?
         .ok_or(AuthEndpointError::InvalidToken)?;
-    // A session whose user is gone or has a new password is not reissued (extending it in the
-    // store does no harm: every use checks the password again).
+    // A session whose user is gone or has a new password is not reissued, nor kept alive in the
+    // store: it ends when it expires, whatever a later reload brings back.
     let users = sessions.users();
     if users
         .signed_in(&record.username, &record.password_fingerprint)
@@ -351,6 +350,10 @@ async fn reissue(
     {
         return Err(AuthEndpointError::InvalidToken);
     }
+    store
+        .extend_session(&request.token, now + SESSION_LIFETIME_SECS, now)
+        .await?
+        .ok_or(AuthEndpointError::InvalidToken)?;
     Ok(Json(token_answer(&request.token, None)))
 }
 
