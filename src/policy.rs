@@ -6,8 +6,9 @@
 //! [`RoutePolicy::allow`] change it, and [`RoutePolicy::forbids`] answers for one request.
 //!
 //! Patterns are absolute paths whose segments are literals, `{name}` (one non-empty segment)
-//! or `{name:int}` (an integer as routers parse one: ASCII digits with an optional sign, and
-//! the white space around them that ASP.NET's `int` constraint skips). Matching is made to deny
+//! or `{name:int}` (an integer as routers parse one: ASCII digits with an optional sign, the
+//! white space around them that ASP.NET's `int` constraint skips, and what Spring converts:
+//! white space anywhere, hexadecimal after `0x` or `#`). Matching is made to deny
 //! rather than to miss: literals match case-insensitively (the Armor API's routes do), the
 //! path is percent-decoded segment by segment, a trailing slash is optional on both sides, and
 //! a rule matches if it matches the path either as sent (axum routes on that, hands `..` to a
@@ -15,7 +16,8 @@
 //! normalised (empty and `.` segments dropped, `..` resolved, as a backend that resolves paths
 //! reads it), each with and without a decoded `%2F` taken for `/` (a proxy may decode it;
 //! Kestrel keeps it inside its segment), and each with and without `\` and `%5C` taken for `/`
-//! (IIS takes them for `/`; Kestrel alone keeps them inside their segment). A `GET` rule holds
+//! (IIS takes them for `/`; Kestrel alone keeps them inside their segment), and each with and
+//! without every segment's `;` parameters (Tomcat and Jetty cut them off). A `GET` rule holds
 //! for `HEAD` too. Literals also match the four letters outside ASCII that a Unicode *simple*
 //! case mapping turns into ASCII ones (`ſ`, `ı`, `İ` and the Kelvin sign); full case folding
 //! (`ß` for `ss`, the `ﬆ` ligature) and compatibility normalisation are not followed. Matching
@@ -326,12 +328,25 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, InvalidPattern> {
         .collect()
 }
 
-/// Whether a router's integer parameter takes `part`: Rust's `from_str` takes a sign, and
-/// ASP.NET's `int` constraint white space around the number as well.
+/// Whether a router's integer parameter takes `part`: Rust's `from_str` takes a sign,
+/// ASP.NET's `int` constraint white space around the number as well, and Spring's conversion
+/// white space anywhere in it (which it removes) and hexadecimal after `0x`, `0X` or `#`.
 fn is_integer(part: &str) -> bool {
-    let number = part.trim_matches(|c: char| matches!(c, ' ' | '\t'..='\r'));
-    let digits = number.strip_prefix(['+', '-']).unwrap_or(number);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    // Java's white space below U+0080: the ASCII controls \t to \r, the separators U+001C to
+    // U+001F, and the space (.NET's are the first and the last).
+    let number: String = part
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '\t'..='\r' | '\u{1c}'..='\u{1f}'))
+        .collect();
+    let unsigned = number.strip_prefix(['+', '-']).unwrap_or(&number);
+    let (digits, radix) = match ["0x", "0X", "#"]
+        .iter()
+        .find_map(|prefix| unsigned.strip_prefix(prefix))
+    {
+        Some(hex) => (hex, 16),
+        None => (unsigned, 10),
+    };
+    !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix))
 }
 
 /// The path's segments as sent, each percent-decoded: nothing dropped or resolved but the
@@ -351,7 +366,9 @@ fn segments_as_sent(path: &str) -> Vec<Cow<'_, str>> {
 /// - `\` (sent as is or as `%5C`) taken for `/` or kept inside its segment (IIS takes it for
 ///   `/` in front of an ASP.NET API; Kestrel alone keeps it);
 /// - a decoded `/` taken for `/` or kept inside its segment (a proxy may decode `%2F`; Kestrel
-///   keeps it).
+///   keeps it);
+/// - each segment's `;` parameters kept or cut off (Tomcat and Jetty, in front of Spring, cut
+///   them, before they resolve `..;`).
 ///
 /// A way of splitting that would split on a character the path does not hold is left out, and
 /// so is a resolved reading of segments with nothing to resolve: each reads the path as another
@@ -360,7 +377,7 @@ fn readings<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<Vec<&'s str>> {
     const SEPARATORS: [&[char]; 4] = [&[], &['\\'], &['/'], &['\\', '/']];
     // Each character looked for once, for all four ways of splitting.
     let holds = |separator| as_sent.iter().any(|segment| segment.contains(separator));
-    let (backslash, slash) = (holds('\\'), holds('/'));
+    let (backslash, slash, parameters) = (holds('\\'), holds('/'), holds(';'));
     SEPARATORS
         .iter()
         .filter(|separators| {
@@ -373,6 +390,15 @@ fn readings<'s>(as_sent: &'s [Cow<'_, str>]) -> Vec<Vec<&'s str>> {
                 .iter()
                 .flat_map(|segment| segment.split(*separators))
                 .collect();
+            let unparametered = parameters.then(|| {
+                split
+                    .iter()
+                    .map(|segment| segment.split(';').next().unwrap_or_default())
+                    .collect()
+            });
+            [Some(split), unparametered].into_iter().flatten()
+        })
+        .flat_map(|split: Vec<&'s str>| {
             let resolves = split
                 .iter()
                 .any(|segment| matches!(*segment, "" | "." | ".."));
@@ -514,6 +540,21 @@ mod tests {
             ("GET", "/usersecurity/security%C4%B0nformation/r", true),
             ("GET", "/users/7/%E2%84%AAeys", true),
             ("GET", "/users/7/%C4%B8eys", false),
+            // Path parameters, which Tomcat and Jetty cut off (`..;` is then `..`), and
+            // integers as Spring converts them (white space anywhere, hexadecimal).
+            ("POST", "/users;x/resetpassword", true),
+            ("POST", "/users/resetpassword;", true),
+            ("POST", "/users/resetpassword;jsessionid=1", true),
+            ("GET", "/users/7/x/..;/keys", true),
+            ("GET", "/users/7;a=b/keys;c", true),
+            ("PUT", "/users/0x1F", true),
+            ("PUT", "/users/-0X1f", true),
+            ("PUT", "/users/%231F", true),
+            ("PUT", "/users/1%202", true),
+            ("PUT", "/users/%1F12", true),
+            ("PUT", "/users/0x", false),
+            ("PUT", "/users/0xG", false),
+            ("PUT", "/users/abc", false),
             // A method is signed as sent; routers may match it without regard to case.
             ("put", "/users/12", true),
             ("Post", "/users/resetpassword", true),
@@ -570,6 +611,8 @@ mod tests {
         assert_eq!(count("/users\\7%2Fkeys"), 4);
         assert_eq!(count("/users\\..%2Fkeys"), 5);
         assert_eq!(count("/./users\\7%2Fkeys"), 8);
+        assert_eq!(count("/users;x/keys"), 2);
+        assert_eq!(count("/users/..;/keys"), 3);
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub enum Identity {
 
 impl Identity {
     /// The account the request acts on, from `X-Account-Context`.
+    ///
+    /// `None` when the request named none (no header, as `GET /me` is sent to learn a user's
+    /// accounts): nothing was checked then, even for a key that lists accounts. A handler that
+    /// acts on a default account without the header must take one the caller may act on (one
+    /// of the user's [`accounts`](UserSession::accounts), or of the key's list), not the
+    /// backend's own default.
     pub fn account(&self) -> Option<i64> {
         match self {
             Identity::ApiKey { account, .. } | Identity::User { account, .. } => *account,
