@@ -115,16 +115,16 @@ impl Sessions {
 
     /// Replaces the users all at once (for a reload). Live sessions and codes of users who are
     /// no longer listed, or whose password changed, stop working at their next request, and
-    /// stay ended: a user listed again later, even with the same password hash, starts afresh
-    /// (see [`User::password_fingerprint`]). A user listed before and after with the same
-    /// password hash keeps their sessions.
+    /// cannot be reissued meanwhile: they end within the 15 minutes a session lives. A user
+    /// listed again before then with the same password hash has them back (every replica that
+    /// shares a session store reads the same file the same way); give them a new hash (each
+    /// `hash-password` is salted afresh) to end them for good.
     pub fn set_users(&self, users: Users) {
-        let mut current = self
+        *self
             .inner
             .users
             .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        *current = Arc::new(users.succeeding(&current));
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(users);
     }
 
     pub(crate) fn now(&self) -> i64 {

@@ -47,7 +47,8 @@ impl User {
         if !checkable {
             return Err(InvalidPasswordHash { username });
         }
-        let password_fingerprint = fingerprint(&password_hash, &[]);
+        let digest = Sha512::digest(password_hash.as_bytes());
+        let password_fingerprint = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
         Ok(User {
             username,
             password_hash,
@@ -59,9 +60,6 @@ impl User {
     /// Which password the user has: 32 hex digits of SHA-512 over the password hash (whose
     /// salt is new with each password). Codes and sessions carry it from the sign-in, and stop
     /// working once it changes: a new password (after a reload) ends every earlier session.
-    /// A user a reload lists again, after one that left them out or gave them another
-    /// password, gets a fingerprint of the hash and a fresh random salt, so that what ended
-    /// then stays ended (see [`Sessions::set_users`](super::Sessions::set_users)).
     pub fn password_fingerprint(&self) -> &str {
         &self.password_fingerprint
     }
@@ -87,15 +85,6 @@ impl fmt::Debug for User {
     }
 }
 
-/// 32 hex digits of SHA-512 over `password_hash` and `salt`.
-fn fingerprint(password_hash: &str, salt: &[u8]) -> String {
-    let digest = Sha512::new()
-        .chain_update(password_hash.as_bytes())
-        .chain_update(salt)
-        .finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The users who may sign in, by username (matched without regard to ASCII case, as the
 /// e-mail addresses they usually are).
 #[derive(Clone)]
@@ -115,29 +104,6 @@ impl Users {
     /// The user named `username`.
     pub fn get(&self, username: &str) -> Option<&User> {
         self.by_name.get(&username.to_ascii_lowercase())
-    }
-
-    /// These users, to replace `current`: a user `current` lists with the same password hash
-    /// keeps their fingerprint (a reload that changes something else ends no session); any
-    /// other (new, listed again, or with another password) gets one of a fresh random salt, so
-    /// that no code or session of theirs from before, with any password, works again.
-    pub(crate) fn succeeding(mut self, current: &Users) -> Users {
-        use argon2::password_hash::rand_core::RngCore;
-        for (name, user) in &mut self.by_name {
-            let kept = current
-                .by_name
-                .get(name)
-                .filter(|before| before.password_hash == user.password_hash);
-            user.password_fingerprint = match kept {
-                Some(before) => before.password_fingerprint.clone(),
-                None => {
-                    let mut salt = [0u8; 16];
-                    OsRng.fill_bytes(&mut salt);
-                    fingerprint(&user.password_hash, &salt)
-                }
-            };
-        }
-        self
     }
 
     /// The user named `username`, if they still have the password whose fingerprint a code or
