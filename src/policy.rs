@@ -330,23 +330,35 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, InvalidPattern> {
 
 /// Whether a router's integer parameter takes `part`: Rust's `from_str` takes a sign,
 /// ASP.NET's `int` constraint white space around the number as well, and Spring's conversion
-/// white space anywhere in it (which it removes) and hexadecimal after `0x`, `0X` or `#`.
+/// white space anywhere in it (which it removes), any Unicode decimal digit (Java's
+/// `Character.digit`), and hexadecimal after `0x`, `0X` or `#`. Each reading takes more than
+/// its router does where that is simpler (any Unicode white space or numeric character): it
+/// only denies more.
 fn is_integer(part: &str) -> bool {
-    // Java's white space below U+0080: the ASCII controls \t to \r, the separators U+001C to
-    // U+001F, and the space (.NET's are the first and the last).
-    let number: String = part
+    // Java's `isWhitespace` also takes the separators U+001C to U+001F.
+    let mut chars = part
         .chars()
-        .filter(|c| !matches!(c, ' ' | '\t'..='\r' | '\u{1c}'..='\u{1f}'))
-        .collect();
-    let unsigned = number.strip_prefix(['+', '-']).unwrap_or(&number);
-    let (digits, radix) = match ["0x", "0X", "#"]
-        .iter()
-        .find_map(|prefix| unsigned.strip_prefix(prefix))
-    {
-        Some(hex) => (hex, 16),
-        None => (unsigned, 10),
+        .filter(|c| !(c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(c)))
+        .peekable();
+    chars.next_if(|c| matches!(c, '+' | '-'));
+    let hexadecimal = if chars.next_if_eq(&'#').is_some() {
+        true
+    } else if chars.next_if_eq(&'0').is_some() {
+        // A `0` that starts no `0x` is a digit of its own.
+        if chars.next_if(|c| matches!(c, 'x' | 'X')).is_none() {
+            return chars.all(char::is_numeric);
+        }
+        true
+    } else {
+        false
     };
-    !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix))
+    let digit: fn(char) -> bool = if hexadecimal {
+        // Java's `Character.digit(c, 16)` takes the fullwidth letters too.
+        |c| c.is_numeric() || c.is_ascii_hexdigit() || matches!(c, 'Ａ'..='Ｆ' | 'ａ'..='ｆ')
+    } else {
+        char::is_numeric
+    };
+    chars.peek().is_some() && chars.all(digit)
 }
 
 /// The path's segments as sent, each percent-decoded: nothing dropped or resolved but the
@@ -552,7 +564,14 @@ mod tests {
             ("PUT", "/users/%231F", true),
             ("PUT", "/users/1%202", true),
             ("PUT", "/users/%1F12", true),
+            ("PUT", "/users/%EF%BC%91%EF%BC%92", true),
+            ("PUT", "/users/%E3%80%8012", true),
+            ("PUT", "/users/0", true),
+            ("PUT", "/users/-0", true),
+            ("PUT", "/users/0x%EF%BC%A6", true),
             ("PUT", "/users/0x", false),
+            ("PUT", "/users/-", false),
+            ("PUT", "/users/%20", false),
             ("PUT", "/users/0xG", false),
             ("PUT", "/users/abc", false),
             // A method is signed as sent; routers may match it without regard to case.
