@@ -38,7 +38,8 @@ use crate::psk::MAX_KEY_ID_LEN;
 /// `[[keys]]` table an unknown field is an error (a misspelt `disabled` must not pass unnoticed).
 /// A file that holds nothing at all (empty, or only comments) is refused: it is most likely one
 /// caught while it was being written, and a reload of it would revoke every key. Change the
-/// file by writing a new one and renaming it into place.
+/// file by writing a new one and renaming it into place (a file caught half written may
+/// parse, and hold fewer keys than meant).
 /// Key ids must be unique, 1 to 256 visible ASCII characters without `:`; secrets must not be
 /// empty, nor an `accounts` list (a key without one may act on every account).
 ///
@@ -132,9 +133,6 @@ pub enum FileKeyStoreError {
 struct KeysFile {
     #[serde(default)]
     keys: Vec<KeyEntry>,
-    /// The names of the file's other tables (their values are not kept: they may be secrets).
-    #[serde(flatten)]
-    others: HashMap<String, serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -373,12 +371,18 @@ where
 }
 
 fn keys_of(path: &Path, text: &str) -> Result<KeySet, FileKeyStoreError> {
-    let file: KeysFile = parse(path, text)?;
-    if file.keys.is_empty() && file.others.is_empty() {
+    // Read from the text, before it is parsed: serde would keep copies of the other tables'
+    // values to find that there are some.
+    let blank = text.lines().all(|line| {
+        let line = line.trim();
+        line.is_empty() || line.starts_with('#')
+    });
+    if blank {
         return Err(FileKeyStoreError::Empty {
             path: path.to_owned(),
         });
     }
+    let file: KeysFile = parse(path, text)?;
     let mut keys = KeySet::with_capacity_and_hasher(file.keys.len(), KeyHashing::new());
     let mut seen = std::collections::HashSet::new();
     for (position, mut entry) in file.keys.into_iter().enumerate() {
@@ -469,16 +473,18 @@ impl Access {
         Access { mode }
     }
 
-    /// Logs a warning, for a file that loaded, when users other than its owner may read or
-    /// write it: it holds every secret. (ssh refuses such a private key file; this only says
-    /// so, as a file mounted from a secret store may not be the operator's to change.) A file
-    /// that does not load gets its error alone.
+    /// Logs a warning, for a file that loaded, when every user may read or write it, or its
+    /// group may write it: it holds every secret. (ssh refuses such a private key file; this
+    /// only says so, as a file mounted from a secret store may not be the operator's to
+    /// change.) A group that may read it is the usual way to give it to a service that does
+    /// not own it, and is not warned of. A file that does not load gets its error alone.
     fn warn_if_open_to_others(&self, path: &Path) {
-        if let Some(mode) = self.mode.filter(|mode| mode & 0o066 != 0) {
+        if let Some(mode) = self.mode.filter(|mode| mode & 0o026 != 0) {
             tracing::warn!(
                 path = %path.display(),
                 mode = format_args!("{mode:04o}"),
-                "the keys file, which holds every secret, is open to other users: chmod 600 it"
+                "the keys file, which holds every secret, is open to other users: \
+                 take their access away (chmod o-rw,g-w)"
             );
         }
     }
@@ -748,13 +754,14 @@ mod tests {
             let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
             text
         };
-        assert_eq!(logged_at(0o600), "");
-        assert_eq!(logged_at(0o700), "");
-        for open in [0o640, 0o604, 0o620, 0o666] {
+        for closed in [0o600, 0o700, 0o640, 0o440] {
+            assert_eq!(logged_at(closed), "", "{closed:o}");
+        }
+        for open in [0o604, 0o602, 0o620, 0o644, 0o666] {
             let text = logged_at(open);
             assert!(text.contains("WARN"), "{open:o}: {text}");
             assert!(text.contains(&format!("mode={open:04o}")), "{text}");
-            assert!(text.contains("chmod 600"), "{text}");
+            assert!(text.contains("chmod o-rw,g-w"), "{text}");
         }
         // A file that does not load gets its error alone.
         std::fs::write(file.path(), "[[keys]\n").unwrap();
@@ -780,8 +787,11 @@ mod tests {
             Err(FileKeyStoreError::Empty { .. })
         ));
         assert_eq!(store.len(), 1);
-        // A file of other tables alone holds no key, and says so by what it holds.
+        // A file of other tables alone holds no key, and says so by what it holds; so does one
+        // that revokes every key in so many words.
         write(&mut file, "[settings]\nlevel = 1\n");
+        assert_eq!(store.reload().unwrap(), 0);
+        write(&mut file, "  # none\nkeys = []\n");
         assert_eq!(store.reload().unwrap(), 0);
     }
 

@@ -84,7 +84,8 @@ pub struct MemoryKeyStoreBuilder {
 }
 
 impl MemoryKeyStoreBuilder {
-    /// Adds (or replaces) a key.
+    /// Adds (or replaces) a key. An empty secret is taken, and its requests refused (503
+    /// `key_store_unavailable`): an HMAC keyed by nothing is one anyone can compute.
     pub fn key(mut self, key_id: impl Into<String>, secret: impl Into<Secret>) -> Self {
         self.store.keys.insert(key_id.into(), secret.into());
         self
