@@ -288,8 +288,8 @@ where
 
     let mut body = read_body(&parts.headers, body, config.body_limit, config.body_timeout).await?;
     // A key revoked or rotated while the body came in (for up to the body timeout) is asked
-    // for again where the store answers at once. One that must be awaited was asked before
-    // the body, so that no body is read for an unknown key, and is not asked twice.
+    // for again where the store answers at once. A store that must be awaited was awaited
+    // before the body, so that no body is read for an unknown key, and is not awaited twice.
     let secret = match guarded_now(|| scheme.key_store(&claim).lookup_now(key_id)) {
         Some(answer) => secret_or_refusal(&config, &claim, answer)?,
         None => secret,
@@ -417,16 +417,25 @@ fn secret_or_refusal<Sch: Scheme>(
 ) -> Result<Secret, Rejection> {
     let failure = match lookup {
         Ok(Ok(Some(secret))) if !secret.expose_bytes().is_empty() => return Ok(secret),
-        // An HMAC keyed by nothing is one anyone can compute: a store fault (a secret from an
-        // unset variable, say), not a key.
-        Ok(Ok(Some(_))) => Ok(KeyStoreError::new(
-            "the store answered an empty secret, which anyone could sign with",
-        )),
+        Ok(Ok(Some(_))) => return Err(empty_secret(config.scheme.key_id(claim))),
         Ok(Ok(None)) => return Err(config.scheme.unknown_key(claim)),
         Ok(Err(error)) => Ok(error),
         Err(fault) => Err(fault),
     };
     Err(key_store_unavailable(config.scheme.key_id(claim), failure))
+}
+
+/// Refuses, and logs, a key whose store answered an empty secret: an HMAC keyed by nothing is
+/// one anyone can compute, so this is a store fault (a secret from a variable that is set but
+/// empty, say), not a key.
+#[cold]
+#[inline(never)]
+fn empty_secret(key_id: &str) -> Rejection {
+    tracing::error!(
+        key_id,
+        "key store answered an empty secret, which anyone could sign with: refused"
+    );
+    Rejection::KeyStoreUnavailable
 }
 
 /// Logs a key store's failure. Out of line, as the other refusals' logging and responses are:
