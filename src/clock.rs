@@ -110,15 +110,17 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
     }
 }
 
-/// `Tue, 07 Jun 2011 20:51:35 GMT`: the IMF-fixdate form of HTTP's `Date` header.
+/// `Tue, 07 Jun 2011 20:51:35 GMT`: the IMF-fixdate form of HTTP's `Date` header, whose
+/// year is four digits: `None` outside the years 1 to 9999.
 pub(crate) fn http_date(unix_seconds: i64) -> Option<String> {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    time::OffsetDateTime::from_unix_timestamp(unix_seconds)
-        .ok()?
-        .format(&format)
-        .ok()
+    let date = time::OffsetDateTime::from_unix_timestamp(unix_seconds).ok()?;
+    if !(1..=9999).contains(&date.year()) {
+        return None;
+    }
+    date.format(&format).ok()
 }
 
 #[cfg(test)]
@@ -132,6 +134,12 @@ mod tests {
             Some("Tue, 07 Jun 2011 20:51:35 GMT")
         );
         assert_eq!(http_date(i64::MAX), None);
+        // Year 1 is the first with four digits; the year before would print as "0000".
+        assert_eq!(
+            http_date(-62_135_596_800).as_deref(),
+            Some("Mon, 01 Jan 0001 00:00:00 GMT")
+        );
+        assert_eq!(http_date(-62_135_596_801), None);
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub enum SignError {
     #[error("cannot sign: {0}")]
     Credential(#[from] MalformedCredential),
     /// The request body could not be read.
-    #[error("cannot sign: the request body could not be read: {0}")]
+    #[error("cannot sign: the request body could not be read")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The secret is empty: an HMAC keyed by nothing is one anyone can compute, and verifiers
     /// refuse it.
@@ -207,10 +207,12 @@ impl Signer {
         chunks: &[C],
     ) -> Result<HeaderValue, SignError> {
         let nonce = (self.nonces)();
-        // The path as it goes on the wire, without its query.
+        // The path as it goes on the wire (a URI's path holds no query), under the rule of
+        // every other way in: an authority-form (`CONNECT`) or asterisk-form (`OPTIONS *`)
+        // target has no path a server would sign.
         self.authorization_chunks(
             request.method(),
-            request.uri().path(),
+            signed_path(request.uri().path())?,
             chunks,
             &nonce,
             self.clock.now_unix(),
@@ -353,7 +355,10 @@ where
                 .collect()
                 .await
                 .map_err(|error| SignError::Body(error.into()))?;
-            if collected.trailers().is_some() {
+            if collected
+                .trailers()
+                .is_some_and(|trailers| !trailers.is_empty())
+            {
                 return Err(SignError::Trailers.into());
             }
             let body = collected.to_bytes();
@@ -413,6 +418,18 @@ mod tests {
     }
 
     #[test]
+    fn sign_refuses_a_target_without_a_path() {
+        let signer = Signer::new("key", "secret").unwrap();
+        let mut asterisk = Request::options("*").body(Vec::<u8>::new()).unwrap();
+        assert!(matches!(
+            signer.sign(&mut asterisk),
+            Err(SignError::Path(ref path)) if path == "*"
+        ));
+        let mut origin = Request::get("/a/b?x=1").body(Vec::<u8>::new()).unwrap();
+        signer.sign(&mut origin).unwrap();
+    }
+
+    #[test]
     fn refuses_bad_key_ids_and_nonces() {
         assert!(Signer::new("a:b", "s").is_err());
         assert!(Signer::new("", "s").is_err());
@@ -454,6 +471,12 @@ mod tests {
         };
         let signed = sign_through(frames(false)).unwrap();
         assert!(signed.headers().contains_key(AUTHORIZATION));
+        // A trailers frame with no field carries nothing to lose.
+        let empty = futures_util::stream::iter([
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from("x"))),
+            Ok(Frame::trailers(http::HeaderMap::new())),
+        ]);
+        assert!(sign_through(http_body_util::StreamBody::new(empty)).is_ok());
         let refused = sign_through(frames(true)).unwrap_err();
         assert!(
             matches!(refused.downcast_ref(), Some(SignError::Trailers)),

@@ -1160,6 +1160,9 @@ fn keygen_sign_and_hash_password() {
         "{command}"
     );
     assert!(!command.contains("-X"), "{command}");
+    let output = sign(&["--curl", "HEAD", "http://h/me", "--data", "x"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
     // A path that is not ASCII would be sent percent-encoded, not as signed.
     let output = sign(&["GET", "http://h/\u{e9}"]);
     assert_eq!(output.status.code(), Some(2));

@@ -99,6 +99,11 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
         .url
         .parse()
         .map_err(|error| Fatal(format!("{:?} is not a URL: {error}", args.url)))?;
+    if method == Method::HEAD && args.data.is_some() {
+        return Err(Fatal(
+            "a HEAD request carries no body: drop --data (curl would refuse -I with it)".into(),
+        ));
+    }
     let body = match args.data.as_deref() {
         None => Vec::new(),
         Some(data) => match data.strip_prefix('@') {
