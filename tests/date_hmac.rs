@@ -12,7 +12,7 @@ use armor_psk::{Rejection, Signer, VerifiedKey};
 use axum::body::{Body, Bytes};
 use axum::routing::any;
 use axum::Router;
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -203,6 +203,26 @@ async fn every_fault_has_the_vendors_code() {
     for (date, authorization, code) in cases {
         expect_code(&app, request(date, authorization.as_deref()), code).await;
     }
+    // A date the parser would take but is not the date it says, and a second Date header.
+    for date in [
+        "Mon, 07 Jun 2011 20:51:35 GMT",
+        "Tue, 07 Jun +2011 20:51:35 GMT",
+    ] {
+        expect_code(&app, request(Some(date), Some(&good)), "date_header_diff").await;
+    }
+    let mut twice = request(Some(DATE), Some(&good));
+    twice
+        .headers_mut()
+        .append("date", http::HeaderValue::from_static(DATE));
+    expect_code(&app, twice, "date_header_diff").await;
+    // An API key a signer could not send: a `"` inside it.
+    let quoted = vendor_header("apikey", r#"a"b"#);
+    expect_code(
+        &app,
+        request(Some(DATE), Some(&quoted)),
+        "authorization_missing_params",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -284,6 +304,31 @@ async fn both_schemes_on_one_route() {
             Bytes::from("armor-psk license-key-1 digest")
         )
     );
+
+    // A parameter of another scheme first: still the signed-Date scheme's header. An
+    // ARMOR-PSK nonce may hold `,` and `=`: still ARMOR-PSK's.
+    let realm_first = format!(r#"realm="x",{}"#, vendor_header("apikey", API_KEY));
+    let (status, body) = send(&app, request(Some(DATE), Some(&realm_first))).await;
+    assert_eq!(
+        (status, body.clone()),
+        (StatusCode::OK, Bytes::from("date-hmac license-key-1 empty")),
+        "{body:?}"
+    );
+    let header = signer.authorization(&Method::GET, "/x", b"").unwrap();
+    let odd_nonce = signer
+        .clone()
+        .nonce_source(|| "n,apikey=x".into())
+        .authorization(&Method::GET, "/x", b"")
+        .unwrap();
+    for header in [header, odd_nonce] {
+        let request = Request::get("/x")
+            .header("authorization", header)
+            .body(Body::empty())
+            .unwrap();
+        let (status, body) = send(&app, request).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}");
+        assert!(body.starts_with(b"armor-psk"), "{body:?}");
+    }
 
     // No credentials: the first scheme answers, with its challenge.
     let response = app.clone().oneshot(request(None, None)).await.unwrap();

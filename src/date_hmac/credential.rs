@@ -123,7 +123,8 @@ impl<'a> DateHmacCredential<'a> {
         if !headers.eq_ignore_ascii_case("date") {
             return Err(DateHmacError::InvalidHeaders);
         }
-        if api_key.is_empty() || !api_key.bytes().all(|b| b.is_ascii_graphic()) {
+        // What a signer can send: a `"` would have ended the quoted value.
+        if api_key.is_empty() || !api_key.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
             return Err(DateHmacError::MissingParams);
         }
         let tag = decode_tag(signature).ok_or(DateHmacError::SignatureMismatch)?;
@@ -190,8 +191,13 @@ pub fn parse_http_date(date: &str) -> Option<i64> {
     let format = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
-    let parsed = time::PrimitiveDateTime::parse(date, &format).ok()?;
-    Some(parsed.assume_utc().unix_timestamp())
+    let unix = time::PrimitiveDateTime::parse(date, &format)
+        .ok()?
+        .assume_utc()
+        .unix_timestamp();
+    // As written back, or not the date it says: the parser takes a weekday that is not the
+    // date's, and a sign before the year.
+    (crate::clock::http_date(unix).as_deref() == Some(date)).then_some(unix)
 }
 
 #[cfg(test)]
@@ -271,6 +277,10 @@ mod tests {
         assert_eq!(parse_http_date(DATE), Some(1_307_479_895));
         assert_eq!(parse_http_date("Tuesday, 07-Jun-11 20:51:35 GMT"), None);
         assert_eq!(parse_http_date("Tue, 07 Jun 2011 20:51:35 +0000"), None);
+        // Another weekday than the date's, a signed year, a year of no four digits.
+        assert_eq!(parse_http_date("Mon, 07 Jun 2011 20:51:35 GMT"), None);
+        assert_eq!(parse_http_date("Tue, 07 Jun +2011 20:51:35 GMT"), None);
+        assert_eq!(parse_http_date("Sat, 01 Jan 0000 00:00:00 GMT"), None);
         assert_eq!(
             crate::clock::http_date(1_307_479_895).as_deref(),
             Some(DATE)

@@ -128,16 +128,27 @@ fn date_diff(now: i64) -> Rejection {
 impl Scheme for DateHmac {
     type Claim = DateHmacClaim;
 
-    /// A header of `name="value"` parameters, the first one of the scheme's, with no scheme
-    /// token before it.
+    /// A header of `name="value"` parameters, one of them the scheme's, with no scheme token
+    /// before the first.
     fn recognizes(&self, headers: &HeaderMap) -> bool {
-        headers.get_all(AUTHORIZATION).iter().any(|value| {
-            let Some((name, _)) = value.to_str().unwrap_or_default().split_once('=') else {
-                return false;
-            };
+        let known = |name: &str| {
             ["algorithm", "headers", "signature", "apikey"]
                 .iter()
                 .any(|known| name.trim().eq_ignore_ascii_case(known))
+        };
+        headers.get_all(AUTHORIZATION).iter().any(|value| {
+            let value = value.to_str().unwrap_or_default();
+            // A scheme's header (`ARMOR-PSK k:…`, whose nonce may hold `,` and `=`) has a space
+            // before its first `=`; a parameter's name has none.
+            let parameters_first = value
+                .split_once('=')
+                .is_some_and(|(name, _)| !name.trim().contains(' '));
+            parameters_first
+                && value.split(',').any(|parameter| {
+                    parameter
+                        .split_once('=')
+                        .is_some_and(|(name, _)| known(name))
+                })
         })
     }
 
@@ -150,10 +161,14 @@ impl Scheme for DateHmac {
             .to_str()
             .map_err(|_| refuse(DateHmacError::MissingParams))?;
         let credential = DateHmacCredential::parse(value).map_err(refuse)?;
-        let date = headers
-            .get(DATE)
-            .and_then(|date| date.to_str().ok())
-            .ok_or_else(|| date_diff(now))?;
+        // One Date: a reader downstream that takes another than the one checked would see
+        // another time.
+        let mut dates = headers.get_all(DATE).iter();
+        let date = match (dates.next(), dates.next()) {
+            (Some(date), None) => date.to_str().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| date_diff(now))?;
         let date_unix = parse_http_date(date).ok_or_else(|| date_diff(now))?;
         self.check_date(date_unix, now)?;
         Ok(DateHmacClaim {
