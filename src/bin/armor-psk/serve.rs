@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use armor_psk::date_hmac::DateHmac;
 use armor_psk::key_store::{FileKeyStore, KeyStore, MemoryKeyStore};
@@ -48,6 +48,10 @@ pub(crate) struct ServeArgs {
     /// form it tried (never the secret or the expected MAC), for client authors.
     #[arg(long)]
     explain: bool,
+    /// Seconds to wait, once SIGINT or SIGTERM comes, for open connections to finish before
+    /// closing them (a second signal closes them at once).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    shutdown_grace: u64,
 }
 
 pub(crate) fn run(args: ServeArgs) -> Result<(), Fatal> {
@@ -184,10 +188,33 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         print_demo(demo, address)?;
     }
     tracing::info!(%address, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|error| Fatal(format!("server error: {error}")))?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let first_signal = {
+        let stopping = Arc::clone(&stopping);
+        async move {
+            stop_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            stopping.notify_one();
+        }
+    };
+    // A connection that has sent part of a request keeps axum's graceful shutdown waiting for
+    // good (it sets no header timeout): the wait is bounded.
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let closing = async {
+        stopping.notified().await;
+        tokio::select! {
+            () = tokio::time::sleep(grace) => {}
+            () = stop_signal() => {}
+        }
+    };
+    tokio::select! {
+        served = axum::serve(listener, app).with_graceful_shutdown(first_signal) => {
+            served.map_err(|error| Fatal(format!("server error: {error}")))?;
+        }
+        () = closing => {
+            tracing::warn!("closing the connections still open");
+        }
+    }
     tracing::info!("shut down");
     Ok(())
 }
@@ -225,7 +252,8 @@ fn print_demo(demo: &Demo, address: SocketAddr) -> Result<(), Fatal> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -244,7 +272,6 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 /// SIGHUP, caught from now on: one that comes before [`listen_for_hangup`] runs is answered
