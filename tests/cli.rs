@@ -108,6 +108,16 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The logs once the server has exited and said it shut down (its stderr is read on
+    /// another thread, to its end), or after five seconds.
+    fn logs_after_shutdown(&self) -> String {
+        let started = std::time::Instant::now();
+        while !self.logs().contains("shut down") && started.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.logs()
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -698,16 +708,38 @@ async fn sigint_and_sigterm_shut_the_server_down_gracefully() {
         send_signal(&server.child, signal);
         let status = exit_within(&mut server.child, Duration::from_secs(10));
         assert!(status.success(), "SIG{signal}: {status}");
-        // Its stderr is read on another thread, to its end.
-        let started = std::time::Instant::now();
-        while !server.logs().contains("shut down") && started.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
+        let logs = server.logs_after_shutdown();
+        assert!(logs.contains("shut down"), "SIG{signal}: {logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_with_half_a_request_does_not_hold_the_shutdown() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_file(dir.path());
+    // A grace the first server outlasts; then a second signal, which closes at once.
+    for (grace, signals) in [("1", &["TERM"][..]), ("600", &["TERM", "INT"][..])] {
+        let keys = keys.to_str().unwrap();
+        let mut server = Server::start(&["--keys", keys, "--shutdown-grace", grace], 1);
+        let address = server.base.trim_start_matches("http://").to_owned();
+        let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+        stalled
+            .write_all(b"GET /me HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        for signal in signals {
+            std::thread::sleep(Duration::from_millis(300));
+            send_signal(&server.child, signal);
         }
+        let status = exit_within(&mut server.child, Duration::from_secs(15));
+        assert!(status.success(), "grace {grace}: {status}");
+        let logs = server.logs_after_shutdown();
         assert!(
-            server.logs().contains("shut down"),
-            "SIG{signal}: {}",
-            server.logs()
+            logs.contains("closing the connections still open"),
+            "{logs}"
         );
+        assert!(logs.contains("shut down"), "{logs}");
+        drop(stalled);
     }
 }
 
@@ -1070,6 +1102,39 @@ fn keygen_sign_and_hash_password() {
     }
     let store = armor_psk::key_store::FileKeyStore::open(&keys).unwrap();
     assert_eq!(store.len(), 2);
+    #[cfg(unix)]
+    {
+        // Through a symlink, to a file others may read: the link stays, the mode is kept,
+        // and keygen says what it found. Nothing is left beside the file.
+        use std::os::unix::fs::PermissionsExt;
+        let shared = dir.path().join("shared.toml");
+        std::fs::write(&shared, "[[keys]]\nid = \"old\"\nsecret = \"s\"").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("link.toml");
+        std::os::unix::fs::symlink(&shared, &link).unwrap();
+        let output = Command::new(BIN)
+            .args(["keygen", "--keys"])
+            .arg(&link)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("mode 0644") && stderr.contains("chmod"),
+            "{stderr}"
+        );
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        let shared = armor_psk::key_store::FileKeyStore::open(&link).unwrap();
+        assert_eq!(shared.len(), 2);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
     let text = std::fs::read_to_string(&keys).unwrap();
     let table: toml::Value = toml::from_str(&text).unwrap();
     let first = &table["keys"][0];
@@ -1163,6 +1228,11 @@ fn keygen_sign_and_hash_password() {
     let output = sign(&["--curl", "HEAD", "http://h/me", "--data", "x"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(output.stdout.is_empty());
+    // curl needs a host; the header alone does not.
+    let output = sign(&["--curl", "GET", "/me"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    assert!(sign(&["GET", "/me"]).status.success());
     // A path that is not ASCII would be sent percent-encoded, not as signed.
     let output = sign(&["GET", "http://h/\u{e9}"]);
     assert_eq!(output.status.code(), Some(2));
@@ -1175,41 +1245,38 @@ fn keygen_sign_and_hash_password() {
     assert!(stderr.contains("signs no body"), "{stderr}");
 
     // hash-password: one line from stdin, without its line ending.
-    let mut child = Command::new(BIN)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"pass word\r\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let hash_password = |input: Vec<u8>| {
+        let mut child = Command::new(BIN)
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // Written beside the reading, and its error ignored: the tool may stop reading first.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        output
+    };
+    let output = hash_password(b"pass word\r\n".to_vec());
     assert!(output.status.success());
     let hash = String::from_utf8(output.stdout).unwrap();
     let user = armor_psk::session::User::new("u", hash.trim(), vec![]).unwrap();
     assert_eq!(user.username(), "u");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
 
-    // A password no sign-in would take is refused.
-    let mut child = Command::new(BIN)
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // A password no sign-in would take is refused; so is input without a line ending that
+    // goes on and on, which is not read to its end.
     let long = "p".repeat(armor_psk::session::MAX_PASSWORD_LEN + 1);
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{long}\n").as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty());
+    for input in [format!("{long}\n").into_bytes(), vec![b'p'; 64 << 20]] {
+        let output = hash_password(input);
+        assert_eq!(output.status.code(), Some(2));
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("over 1024 bytes"), "{stderr}");
+    }
 }

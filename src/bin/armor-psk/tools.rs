@@ -99,6 +99,12 @@ pub(crate) fn sign(args: SignArgs) -> Result<(), Fatal> {
         .url
         .parse()
         .map_err(|error| Fatal(format!("{:?} is not a URL: {error}", args.url)))?;
+    if args.curl && uri.host().is_none() {
+        return Err(Fatal(format!(
+            "{:?} names no host for curl to send to: give the whole URL (http://host/path)",
+            args.url
+        )));
+    }
     if method == Method::HEAD && args.data.is_some() {
         return Err(Fatal(
             "a HEAD request carries no body: drop --data (curl would refuse -I with it)".into(),
@@ -213,19 +219,7 @@ pub(crate) fn keygen(args: KeygenArgs) -> Result<(), Fatal> {
         print!("{table}");
         return Ok(());
     };
-    let mut options = std::fs::OpenOptions::new();
-    options.append(true).create(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|error| Fatal(format!("{}: {error}", path.display())))?;
-    let separator = if file.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
-        "\n"
-    } else {
-        ""
-    };
-    file.write_all(format!("{separator}{table}").as_bytes())
+    add_to_keys_file(path, &table)
         .map_err(|error| Fatal(format!("{}: {error}", path.display())))?;
     println!("key id: {id}");
     println!(
@@ -236,22 +230,116 @@ pub(crate) fn keygen(args: KeygenArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// Adds `table` to the keys file at `path` (through a symlink, to its target): a new file with
+/// the old text and the table is written beside it and renamed over it, so that a server that
+/// reads the file (at start, or on SIGHUP) finds the old whole or the new whole, and a write
+/// that fails leaves the old in place. The new file gets the old one's mode (0600 for a file
+/// that is made) and, where the process may give them, its owner and group. Two runs at once
+/// may lose one's key: run one at a time.
+fn add_to_keys_file(path: &std::path::Path, table: &str) -> std::io::Result<()> {
+    let target = match std::fs::canonicalize(path) {
+        Ok(target) => target,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => path.to_owned(),
+        Err(error) => return Err(error),
+    };
+    let old = match std::fs::read(&target) {
+        Ok(text) => Some((Zeroizing::new(text), std::fs::metadata(&target)?)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error),
+    };
+    let mut text = Zeroizing::new(Vec::new());
+    if let Some((old_text, metadata)) = &old {
+        warn_if_open_to_others(path, metadata);
+        text.extend_from_slice(old_text);
+        if !text.is_empty() {
+            if !text.ends_with(b"\n") {
+                text.push(b'\n');
+            }
+            text.push(b'\n');
+        }
+    }
+    text.extend_from_slice(table.as_bytes());
+
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = target.with_file_name(format!(".{name}.{}.new", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(&text)?;
+        if let Some((_, metadata)) = &old {
+            keep_access(&file, metadata)?;
+        }
+        file.sync_all()
+    });
+    let replaced = written.and_then(|()| std::fs::rename(&temporary, &target));
+    if replaced.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+        return replaced;
+    }
+    // The rename itself, made durable where the platform allows a directory to be synced.
+    if let Some(directory) = target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(directory).and_then(|dir| dir.sync_all());
+    }
+    Ok(())
+}
+
+/// Gives `file` the mode of the file it replaces, and its owner and group where the process
+/// may (a root that runs keygen keeps the file the service's).
+fn keep_access(file: &std::fs::File, old: &std::fs::Metadata) -> std::io::Result<()> {
+    file.set_permissions(old.permissions())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
+    }
+    Ok(())
+}
+
+/// Warns, on stderr, of a keys file every user may read or write, or its group write, as the
+/// server does when it loads one.
+fn warn_if_open_to_others(path: &std::path::Path, metadata: &std::fs::Metadata) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o026 != 0 {
+            eprintln!(
+                "warning: {} (mode {mode:04o}) is open to other users, and holds every secret: \
+                 take their access away (chmod o-rw,g-w)",
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, metadata);
+}
+
 fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_owned()).to_string()
 }
 
 pub(crate) fn hash_password() -> Result<(), Fatal> {
-    let mut line = Zeroizing::new(String::new());
+    use std::io::Read as _;
+    let max = armor_psk::session::MAX_PASSWORD_LEN;
+    // Room for the longest password, its line ending and one byte more, taken at once: the
+    // line never outgrows it (a grown buffer would leave a copy of the password unzeroed),
+    // and input without a line ending (the wrong file) stops there.
+    let room = max + 3;
+    let mut line = Zeroizing::new(Vec::with_capacity(room));
     std::io::stdin()
         .lock()
-        .read_line(&mut line)
+        .take(room as u64)
+        .read_until(b'\n', &mut line)
         .map_err(|error| Fatal(format!("cannot read the password from stdin: {error}")))?;
-    let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
+    let password = line.strip_suffix(b"\n").unwrap_or(&line);
+    let password = password.strip_suffix(b"\r").unwrap_or(password);
     if password.is_empty() {
         return Err(Fatal("the password is empty".into()));
     }
-    let max = armor_psk::session::MAX_PASSWORD_LEN;
+    let password =
+        std::str::from_utf8(password).map_err(|_| Fatal("the password is not UTF-8".into()))?;
     if password.len() > max {
         return Err(Fatal(format!(
             "the password is over {max} bytes: a sign-in with it would be refused"
