@@ -234,17 +234,27 @@ pub(crate) fn keygen(args: KeygenArgs) -> Result<(), Fatal> {
 /// the old text and the table is written beside it and renamed over it, so that a server that
 /// reads the file (at start, or on SIGHUP) finds the old whole or the new whole, and a write
 /// that fails leaves the old in place. The new file gets the old one's mode (0600 for a file
-/// that is made) and, where the process may give them, its owner and group. Two runs at once
-/// may lose one's key: run one at a time.
+/// that is made), owner and group; where the process cannot give it those, the old file is
+/// left as it was and the error says why. Two runs at once may lose one's key: run one at a
+/// time.
 fn add_to_keys_file(path: &std::path::Path, table: &str) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
     let target = match std::fs::canonicalize(path) {
         Ok(target) => target,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => path.to_owned(),
+        Err(error) if error.kind() == ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(path).is_ok_and(|link| link.is_symlink()) {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    "a symlink to a file that does not exist",
+                ));
+            }
+            path.to_owned()
+        }
         Err(error) => return Err(error),
     };
     let old = match std::fs::read(&target) {
         Ok(text) => Some((Zeroizing::new(text), std::fs::metadata(&target)?)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) if error.kind() == ErrorKind::NotFound => None,
         Err(error) => return Err(error),
     };
     let mut text = Zeroizing::new(Vec::new());
@@ -260,39 +270,60 @@ fn add_to_keys_file(path: &std::path::Path, table: &str) -> std::io::Result<()> 
     }
     text.extend_from_slice(table.as_bytes());
 
+    // A name of its own (a process id alone repeats, as 1 in a container), made new: a file of
+    // that name that is there already is someone else's, and is not touched.
     let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let temporary = target.with_file_name(format!(".{name}.{}.new", std::process::id()));
+    let temporary = target.with_file_name(format!(".{name}.{}.new", uuid::Uuid::new_v4()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let written = options.open(&temporary).and_then(|mut file| {
+    let mut file = options.open(&temporary)?;
+    let replaced = (|| {
         file.write_all(&text)?;
         if let Some((_, metadata)) = &old {
             keep_access(&file, metadata)?;
         }
-        file.sync_all()
-    });
-    let replaced = written.and_then(|()| std::fs::rename(&temporary, &target));
+        file.sync_all()?;
+        std::fs::rename(&temporary, &target)
+    })();
     if replaced.is_err() {
         let _ = std::fs::remove_file(&temporary);
         return replaced;
     }
     // The rename itself, made durable where the platform allows a directory to be synced.
-    if let Some(directory) = target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        let _ = std::fs::File::open(directory).and_then(|dir| dir.sync_all());
-    }
+    let directory = match target.parent() {
+        Some(directory) if !directory.as_os_str().is_empty() => directory,
+        _ => std::path::Path::new("."),
+    };
+    let _ = std::fs::File::open(directory).and_then(|dir| dir.sync_all());
     Ok(())
 }
 
-/// Gives `file` the mode of the file it replaces, and its owner and group where the process
-/// may (a root that runs keygen keeps the file the service's).
+/// Gives `file` the mode, owner and group of the file it replaces (a root that runs keygen
+/// keeps the file the service's), or an error where the process cannot: a file the service
+/// could not read would otherwise take the old one's place.
 fn keep_access(file: &std::fs::File, old: &std::fs::Metadata) -> std::io::Result<()> {
     file.set_permissions(old.permissions())?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::MetadataExt;
-        let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
+        use std::os::unix::fs::{fchown, MetadataExt};
+        // The group alone where the owner cannot be given (a member of the file's group).
+        if fchown(file, Some(old.uid()), Some(old.gid())).is_err() {
+            let _ = fchown(file, None, Some(old.gid()));
+        }
+        let new = file.metadata()?;
+        if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "cannot give the new file the old one's owner and group ({}:{}): run \
+                     keygen as its owner, or as root",
+                    old.uid(),
+                    old.gid()
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -338,13 +369,13 @@ pub(crate) fn hash_password() -> Result<(), Fatal> {
     if password.is_empty() {
         return Err(Fatal("the password is empty".into()));
     }
-    let password =
-        std::str::from_utf8(password).map_err(|_| Fatal("the password is not UTF-8".into()))?;
     if password.len() > max {
         return Err(Fatal(format!(
             "the password is over {max} bytes: a sign-in with it would be refused"
         )));
     }
+    let password =
+        std::str::from_utf8(password).map_err(|_| Fatal("the password is not UTF-8".into()))?;
     println!("{}", armor_psk::session::hash_password(password)?);
     Ok(())
 }
