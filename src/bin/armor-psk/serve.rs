@@ -188,23 +188,25 @@ async fn serve(args: ServeArgs) -> Result<(), Fatal> {
         print_demo(demo, address)?;
     }
     tracing::info!(%address, "listening");
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let first_signal = {
-        let stopping = Arc::clone(&stopping);
-        async move {
-            stop_signal().await;
-            tracing::info!("shutting down: finishing requests in flight");
-            stopping.notify_one();
-        }
+    // Listened for from now on, so that a second signal that comes at once is not missed.
+    let mut signals = StopSignals::new();
+    let (handover, handed) = tokio::sync::oneshot::channel();
+    let first_signal = async move {
+        signals.recv().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = handover.send(signals);
     };
     // A connection that has sent part of a request keeps axum's graceful shutdown waiting for
     // good (it sets no header timeout): the wait is bounded.
     let grace = Duration::from_secs(args.shutdown_grace);
     let closing = async {
-        stopping.notified().await;
+        let Ok(mut signals) = handed.await else {
+            // The server ended without a signal.
+            return std::future::pending().await;
+        };
         tokio::select! {
             () = tokio::time::sleep(grace) => {}
-            () = stop_signal() => {}
+            () = signals.recv() => {}
         }
     };
     tokio::select! {
@@ -252,26 +254,48 @@ fn print_demo(demo: &Demo, address: SocketAddr) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// SIGINT or SIGTERM.
-async fn stop_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, each listened for from when this is made.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            StopSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        StopSignals {}
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+
+    /// The next SIGINT or SIGTERM (a signal that cannot be listened for never comes).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.interrupt) => {}
+                () = next(&mut self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// SIGHUP, caught from now on: one that comes before [`listen_for_hangup`] runs is answered
