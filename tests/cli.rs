@@ -727,12 +727,21 @@ async fn a_connection_with_half_a_request_does_not_hold_the_shutdown() {
         stalled
             .write_all(b"GET /me HTTP/1.1\r\nHost: x\r\n")
             .unwrap();
+        let mut signalled = std::time::Instant::now();
         for signal in signals {
             std::thread::sleep(Duration::from_millis(300));
+            signalled = std::time::Instant::now();
             send_signal(&server.child, signal);
         }
         let status = exit_within(&mut server.child, Duration::from_secs(15));
         assert!(status.success(), "grace {grace}: {status}");
+        // The grace was waited out (the first), or cut short by the second signal.
+        let waited = signalled.elapsed();
+        if signals.len() == 1 {
+            assert!(waited >= Duration::from_millis(900), "{waited:?}");
+        } else {
+            assert!(waited < Duration::from_secs(5), "{waited:?}");
+        }
         let logs = server.logs_after_shutdown();
         assert!(
             logs.contains("closing the connections still open"),
@@ -1134,6 +1143,17 @@ fn keygen_sign_and_hash_password() {
             .filter(|name| name.starts_with('.'))
             .collect();
         assert!(names.is_empty(), "{names:?}");
+        // A symlink to nothing is refused, and left as it is.
+        let dangling = dir.path().join("dangling.toml");
+        std::os::unix::fs::symlink(dir.path().join("nowhere.toml"), &dangling).unwrap();
+        let output = Command::new(BIN)
+            .args(["keygen", "--keys"])
+            .arg(&dangling)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        assert!(std::fs::symlink_metadata(&dangling).unwrap().is_symlink());
+        assert!(!dir.path().join("nowhere.toml").exists());
     }
     let text = std::fs::read_to_string(&keys).unwrap();
     let table: toml::Value = toml::from_str(&text).unwrap();
@@ -1245,14 +1265,17 @@ fn keygen_sign_and_hash_password() {
     assert!(stderr.contains("signs no body"), "{stderr}");
 
     // hash-password: one line from stdin, without its line ending.
-    let hash_password = |input: Vec<u8>| {
-        let mut child = Command::new(BIN)
+    let spawn_hash_password = || {
+        Command::new(BIN)
             .arg("hash-password")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap()
+    };
+    let hash_password = |input: Vec<u8>| {
+        let mut child = spawn_hash_password();
         let mut stdin = child.stdin.take().unwrap();
         // Written beside the reading, and its error ignored: the tool may stop reading first.
         let writer = std::thread::spawn(move || {
@@ -1269,14 +1292,23 @@ fn keygen_sign_and_hash_password() {
     assert_eq!(user.username(), "u");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
 
-    // A password no sign-in would take is refused; so is input without a line ending that
-    // goes on and on, which is not read to its end.
-    let long = "p".repeat(armor_psk::session::MAX_PASSWORD_LEN + 1);
-    for input in [format!("{long}\n").into_bytes(), vec![b'p'; 64 << 20]] {
-        let output = hash_password(input);
-        assert_eq!(output.status.code(), Some(2));
-        assert!(output.stdout.is_empty());
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("over 1024 bytes"), "{stderr}");
+    // The longest password a sign-in takes, with either line ending.
+    let longest = "p".repeat(armor_psk::session::MAX_PASSWORD_LEN);
+    for ending in ["\n", "\r\n"] {
+        let output = hash_password(format!("{longest}{ending}").into_bytes());
+        assert!(output.status.success(), "{ending:?}");
     }
+    // A password no sign-in would take is refused.
+    let output = hash_password(format!("{longest}p\n").into_bytes());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("over 1024 bytes"), "{stderr}");
+    // So is a line that goes on, without waiting for its end: stdin stays open here.
+    let mut child = spawn_hash_password();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&[b'p'; 2048]).unwrap();
+    let status = exit_within(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    drop(stdin);
 }

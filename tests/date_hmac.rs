@@ -320,6 +320,9 @@ async fn both_schemes_on_one_route() {
         .nonce_source(|| "n,apikey=x".into())
         .authorization(&Method::GET, "/x", b"")
         .unwrap();
+    let mut odd = http::HeaderMap::new();
+    odd.insert("authorization", odd_nonce.clone());
+    assert!(!DateHmac::new(keys()).recognizes(&odd));
     for header in [header, odd_nonce] {
         let request = Request::get("/x")
             .header("authorization", header)
