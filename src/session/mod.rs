@@ -133,7 +133,8 @@ impl Sessions {
 
     /// The live session of an access token, with the user's current accounts.
     pub async fn session(&self, token: &str) -> Result<Option<UserSession>, SessionStoreError> {
-        let Some(record) = self.inner.store.session(token, self.now()).await? else {
+        let (store, key) = self.inner.store.keyed(token);
+        let Some(record) = store.session(&key, self.now()).await? else {
             return Ok(None);
         };
         let users = self.users();
@@ -225,7 +226,7 @@ impl SessionsBuilder {
         Sessions {
             inner: Arc::new(Inner {
                 users: RwLock::new(Arc::new(self.users)),
-                store: store::DigestKeys(self.store),
+                store: store::DigestKeys::new(self.store),
                 clock: self.clock,
                 throttle: Throttle::new(self.max_failures, self.throttle_period_secs),
                 password_checks: PasswordChecks::new(self.max_waiting_sign_ins),

@@ -273,7 +273,8 @@ async fn authorize(
         password_fingerprint: user.password_fingerprint().to_owned(),
         expires_at: now + CODE_LIFETIME_SECS,
     };
-    sessions.inner.store.insert_code(&code, grant, now).await?;
+    let (store, key) = sessions.inner.store.keyed(&code);
+    store.insert_code(&key, grant, now).await?;
     Ok(Json(
         json!({ "redirect_uri": null, "code": code, "success": true }),
     ))
@@ -296,10 +297,9 @@ async fn token(
         .code
         .ok_or(AuthEndpointError::InvalidRequest("token"))?;
     let now = sessions.now();
-    let grant = sessions
-        .inner
-        .store
-        .redeem_code(&code, now)
+    let (store, key) = sessions.inner.store.keyed(&code);
+    let grant = store
+        .redeem_code(&key, now)
         .await?
         .ok_or(AuthEndpointError::InvalidGrant)?;
     let users = sessions.users();
@@ -314,11 +314,8 @@ async fn token(
         password_fingerprint: user.password_fingerprint().to_owned(),
         expires_at,
     };
-    sessions
-        .inner
-        .store
-        .insert_session(&access_token, record, now)
-        .await?;
+    let (store, key) = sessions.inner.store.keyed(&access_token);
+    store.insert_session(&key, record, now).await?;
     let claims = json!({
         "sub": user.username(),
         "accounts": user.accounts(),
@@ -336,9 +333,10 @@ async fn reissue(
 ) -> Result<Json<Value>, AuthEndpointError> {
     let request: ReissueRequest = read_request(&headers, body, "reissue").await?;
     let now = sessions.now();
-    let store = &sessions.inner.store;
+    // One digest of the token for both calls.
+    let (store, key) = sessions.inner.store.keyed(&request.token);
     let record = store
-        .session(&request.token, now)
+        .session(&key, now)
         .await?
         .ok_or(AuthEndpointError::InvalidToken)?;
     // A session whose user is gone or has a new password is not reissued, nor kept alive in the
@@ -351,7 +349,7 @@ async fn reissue(
         return Err(AuthEndpointError::InvalidToken);
     }
     store
-        .extend_session(&request.token, now + SESSION_LIFETIME_SECS, now)
+        .extend_session(&key, now + SESSION_LIFETIME_SECS, now)
         .await?
         .ok_or(AuthEndpointError::InvalidToken)?;
     Ok(Json(token_answer(&request.token, None)))

@@ -110,10 +110,11 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<SessionRecord>, SessionStoreError>;
 }
 
-/// The store as [`Sessions`](super::Sessions) uses it: every code and token passes through
-/// [`store_key`] on its way in. Not a [`SessionStore`] itself, so that a call costs one
-/// dynamic call and one boxed future, the store's.
-pub(crate) struct DigestKeys(pub(crate) Arc<dyn SessionStore>);
+/// The store as [`Sessions`](super::Sessions) uses it: it is reached only through
+/// [`DigestKeys::keyed`], so that every code and token passes through [`store_key`] on its way
+/// in. Not a [`SessionStore`] itself, so that a call costs one dynamic call and one boxed
+/// future, the store's.
+pub(crate) struct DigestKeys(Arc<dyn SessionStore>);
 
 /// What a store is given for a code or token: its SHA-256, in URL-safe base64. A code or token
 /// holds 128 random bits or more, so its digest needs no salt or stretching.
@@ -122,48 +123,13 @@ fn store_key(secret: &str) -> String {
 }
 
 impl DigestKeys {
-    pub(crate) async fn insert_code(
-        &self,
-        code: &str,
-        grant: CodeGrant,
-        now: i64,
-    ) -> Result<(), SessionStoreError> {
-        self.0.insert_code(&store_key(code), grant, now).await
+    pub(crate) fn new(store: Arc<dyn SessionStore>) -> Self {
+        DigestKeys(store)
     }
 
-    pub(crate) async fn redeem_code(
-        &self,
-        code: &str,
-        now: i64,
-    ) -> Result<Option<CodeGrant>, SessionStoreError> {
-        self.0.redeem_code(&store_key(code), now).await
-    }
-
-    pub(crate) async fn insert_session(
-        &self,
-        token: &str,
-        session: SessionRecord,
-        now: i64,
-    ) -> Result<(), SessionStoreError> {
-        self.0.insert_session(&store_key(token), session, now).await
-    }
-
-    pub(crate) async fn session(
-        &self,
-        token: &str,
-        now: i64,
-    ) -> Result<Option<SessionRecord>, SessionStoreError> {
-        self.0.session(&store_key(token), now).await
-    }
-
-    pub(crate) async fn extend_session(
-        &self,
-        token: &str,
-        expires_at: i64,
-        now: i64,
-    ) -> Result<Option<SessionRecord>, SessionStoreError> {
-        let key = store_key(token);
-        self.0.extend_session(&key, expires_at, now).await
+    /// The store, and the key it holds `secret` (a code or an access token) under.
+    pub(crate) fn keyed(&self, secret: &str) -> (&dyn SessionStore, String) {
+        (&*self.0, store_key(secret))
     }
 }
 
