@@ -280,17 +280,19 @@ where
 {
     let scheme = &config.scheme;
     let key_id = scheme.key_id(&claim);
-    let lookup = guarded(config.store_timeout, || {
-        scheme.key_store(&claim).lookup(key_id)
-    })
-    .await;
+    let key_store = scheme.key_store(&claim);
+    // At once where the store can answer so (no boxed future), else awaited.
+    let lookup = match guarded_now(|| key_store.lookup_now(key_id)) {
+        Some(answer) => answer,
+        None => guarded(config.store_timeout, || key_store.lookup(key_id)).await,
+    };
     let secret = secret_or_refusal(&config, &claim, lookup)?;
 
     let mut body = read_body(&parts.headers, body, config.body_limit, config.body_timeout).await?;
     // A key revoked or rotated while the body came in (for up to the body timeout) is asked
     // for again where the store answers at once. A store that must be awaited was awaited
     // before the body, so that no body is read for an unknown key, and is not awaited twice.
-    let secret = match guarded_now(|| scheme.key_store(&claim).lookup_now(key_id)) {
+    let secret = match guarded_now(|| key_store.lookup_now(key_id)) {
         Some(answer) => secret_or_refusal(&config, &claim, answer)?,
         None => secret,
     };
